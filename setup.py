@@ -1,0 +1,30 @@
+from setuptools import setup
+
+setup(
+    name="safe-latent-diffusion",
+    version="0.1.0",
+    description="From-scratch Safe Latent Diffusion (SLD) research toolkit for Stable Diffusion checkpoints",
+    packages=["sld", "models", "sampling"],
+    package_data={"models": ["data/*.txt.gz"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1,<2.15",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "pillow>=9",
+        "omegaconf>=2.3",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "diffusers==0.42.1",
+            "transformers==5.24.0",
+            "nbclient>=0.9",
+            "nbformat>=5.9",
+            "ipykernel>=6",
+            "matplotlib>=3.7",
+        ],
+    },
+    entry_points={"console_scripts": ["sld=sld.cli:main"]},
+)
