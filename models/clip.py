@@ -1,0 +1,106 @@
+"""CLIP ViT-L/14 text transformer as Stable Diffusion 1.x uses it.
+
+Attribute names follow transformers' `CLIPTextModel`, which is what CompVis' `FrozenCLIPEmbedder` wraps,
+so `cond_stage_model.transformer.text_model.*` loads with no renaming.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import TextConfig
+from models.layers import attend
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    # OpenAI CLIP's sigmoid approximation of GELU
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu}
+
+
+class CLIPAttention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(attend(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, causal=True))
+
+
+class CLIPMLP(nn.Module):
+    def __init__(self, width: int, hidden: int, activation: str):
+        super().__init__()
+        self.activation = ACTIVATIONS[activation]
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(x)))
+
+
+class CLIPEncoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.self_attn = CLIPAttention(cfg.width, cfg.heads)
+        self.layer_norm1 = nn.LayerNorm(cfg.width)
+        self.mlp = CLIPMLP(cfg.width, cfg.width * cfg.mlp_ratio, cfg.activation)
+        self.layer_norm2 = nn.LayerNorm(cfg.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x))
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class CLIPEmbeddings(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.position_embedding = nn.Embedding(cfg.max_length, cfg.width)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(ids) + self.position_embedding.weight[: ids.shape[1]]
+
+
+class CLIPEncoder(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg) for _ in range(cfg.layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class CLIPTextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.embeddings = CLIPEmbeddings(cfg)
+        self.encoder = CLIPEncoder(cfg)
+        self.final_layer_norm = nn.LayerNorm(cfg.width)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.final_layer_norm(self.encoder(self.embeddings(ids)))
+
+
+class CLIPTextModel(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.text_model = CLIPTextTransformer(cfg)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text_model(ids)
+
+
+class CLIPTextEncoder(nn.Module):
+    """Token ids [B, 77] -> context [B, 77, width], the last layer after the final norm (CompVis `FrozenCLIPEmbedder`)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = CLIPTextModel(cfg)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.transformer(ids)

@@ -1,0 +1,62 @@
+"""Configuration dataclasses: one per network, one per model family (nanoGPT's GPTConfig style).
+
+Sizes are derived from checkpoint tensors by `models.detect`; the family fixes what shapes cannot tell
+(attention heads, latent scaling factor, prediction type).
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 320
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (0, 1, 2)  # levels (0 = full resolution) with a spatial transformer
+    num_heads: int = 8  # SD 1: a fixed head count at every level
+    num_head_channels: int = -1  # SD 2: a fixed head width instead (-1: use num_heads)
+    transformer_depth: int = 1
+    context_dim: int = 768
+    use_linear_proj: bool = False  # SD 2 projects in/out of the transformer with Linear, SD 1 with 1x1 conv
+    norm_groups: int = 32
+
+    def heads(self, channels: int) -> int:
+        return channels // self.num_head_channels if self.num_head_channels > 0 else self.num_heads
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    in_channels: int = 3
+    out_channels: int = 3
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    z_channels: int = 4
+    embed_dim: int = 4
+    norm_groups: int = 32
+    scaling_factor: float = 0.18215
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    vocab_size: int = 49408
+    max_length: int = 77
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: int = 4
+    activation: str = "quick_gelu"  # SD 1 (OpenAI CLIP); SD 2's OpenCLIP uses "gelu"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str
+    unet: UNetConfig
+    vae: VAEConfig
+    text: TextConfig
+    prediction: str = "epsilon"  # "epsilon" | "v"

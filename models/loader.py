@@ -1,0 +1,120 @@
+"""Build the networks for a config and fill them from a checkpoint, strictly (nanoGPT `from_pretrained` style).
+
+`StableDiffusion` mirrors the key prefixes of CompVis' LatentDiffusion (`model.diffusion_model`,
+`first_stage_model`, `cond_stage_model`) so an original single file loads with one `load_state_dict`.
+Modules are built on the meta device, so no time goes into a random init that the weights overwrite.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.checkpoint import CheckpointError, drop_training_buffers, read_checkpoint, select_weights
+from models.clip import CLIPTextEncoder
+from models.config import ModelConfig
+from models.detect import detect_config
+from models.unet import UNet
+from models.vae import AutoencoderKL
+
+LIST_LIMIT = 5
+
+
+class DiffusionWrapper(nn.Module):
+    def __init__(self, unet: UNet):
+        super().__init__()
+        self.diffusion_model = unet
+
+
+class StableDiffusion(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = DiffusionWrapper(UNet(cfg.unet))
+        self.first_stage_model = AutoencoderKL(cfg.vae)
+        self.cond_stage_model = CLIPTextEncoder(cfg.text)
+
+    @property
+    def unet(self) -> UNet:
+        return self.model.diffusion_model
+
+    @property
+    def vae(self) -> AutoencoderKL:
+        return self.first_stage_model
+
+    @property
+    def text_encoder(self) -> CLIPTextEncoder:
+        return self.cond_stage_model
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    model: StableDiffusion
+    path: str
+    has_ema: bool
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:LIST_LIMIT])
+    return shown + (f" ... and {len(keys) - LIST_LIMIT} more" if len(keys) > LIST_LIMIT else "")
+
+
+def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], path: str) -> None:
+    """Raise one CheckpointError listing missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})"
+        for k in set(sd) & set(expected)
+        if sd[k].shape != expected[k].shape
+    )
+    problems = [f"{name} ({len(keys)}): {_listing(keys)}"
+                for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshaped))
+                if keys]
+    if problems:
+        raise CheckpointError(f"{path}: weights do not match the detected {getattr(model, 'cfg', None) and model.cfg.family} "
+                              "model; " + "; ".join(problems))
+
+
+def build(cfg: ModelConfig, sd: dict[str, torch.Tensor], device: str | torch.device, dtype: torch.dtype,
+          path: str = "<state dict>") -> StableDiffusion:
+    """Build on the meta device, check keys and shapes, then adopt the tensors cast once to `dtype` on `device`."""
+    with torch.device("meta"):
+        model = StableDiffusion(cfg)
+    check_state_dict(model, sd, path)
+    weights = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
+    model.load_state_dict(weights, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                    ema: bool = False, prediction: str | None = None) -> LoadedCheckpoint:
+    raw = read_checkpoint(path)
+    has_ema = any(k.startswith("model_ema.") for k in raw)
+    sd = drop_training_buffers(select_weights(raw, ema=ema))
+    cfg = detect_config(sd, str(path), prediction)
+    return LoadedCheckpoint(build(cfg, sd, device, dtype, str(path)), str(path), has_ema)
+
+
+def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded float64 values for EVERY tensor of the model: weights ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2),
+    biases ~ N(0, 0.1^2). Default inits zero some layers (output convs, biases) and would hide mapping bugs."""
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in StableDiffusion(cfg).state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, shape in shapes.items():
+        noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+        if name.endswith("weight") and len(shape) >= 2:
+            weights[name] = noise / math.sqrt(math.prod(shape[1:]))
+        elif name.endswith("weight"):
+            weights[name] = 1.0 + 0.1 * noise
+        else:
+            weights[name] = 0.1 * noise
+    return weights
+
+
+def random_model(cfg: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> StableDiffusion:
+    return build(cfg, random_weights(cfg, seed), device, dtype, f"<random {cfg.family} weights, seed {seed}>")

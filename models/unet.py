@@ -1,0 +1,210 @@
+"""The Stable Diffusion UNet, with attributes named after the CompVis `openaimodel.py` keys.
+
+Loads `model.diffusion_model.*` from an original single-file checkpoint with no renaming. Index
+positions the checkpoint skips (SiLU, dropout) hold parameter-free modules so Sequential indices match.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import UNetConfig
+from models.layers import GroupNorm, attend
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding, cos half first (CompVis `timestep_embedding`, diffusers flip_sin_to_cos=True).
+
+    Computed in float32 as both references do, whatever the model dtype.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, emb_dim: int, out_channels: int, groups: int):
+        super().__init__()
+        self.in_layers = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
+        self.out_layers = nn.Sequential(
+            GroupNorm(groups, out_channels), nn.SiLU(), nn.Identity(), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        )
+        self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x) + self.emb_layers(emb)[:, :, None, None]
+        return self.skip_connection(x) + self.out_layers(h)
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None):
+        super().__init__()
+        context_dim = context_dim or dim
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(context_dim, dim, bias=False)
+        self.to_v = nn.Linear(context_dim, dim, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Identity())
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        return self.to_out(attend(self.to_q(x), self.to_k(context), self.to_v(context), self.heads))
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # GLU variant with GELU gate (Shazeer 2020), as CompVis attention.py
+        x, gate = self.proj(x).chunk(2, dim=-1)
+        return x * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, context_dim: int):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, heads)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, heads, context_dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    def __init__(self, channels: int, heads: int, depth: int, context_dim: int, linear: bool, groups: int):
+        super().__init__()
+        self.linear = linear
+        self.norm = GroupNorm(groups, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
+        self.transformer_blocks = nn.ModuleList(BasicTransformerBlock(channels, heads, context_dim) for _ in range(depth))
+        self.proj_out = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x)
+        if not self.linear:
+            tokens = self.proj_in(tokens)
+        tokens = tokens.flatten(2).transpose(1, 2)
+        if self.linear:
+            tokens = self.proj_in(tokens)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context)
+        if self.linear:
+            tokens = self.proj_out(tokens)
+        tokens = tokens.transpose(1, 2).reshape(b, c, h, w)
+        if not self.linear:
+            tokens = self.proj_out(tokens)
+        return x + tokens
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: torch.Size | None = None) -> torch.Tensor:
+        # `size`: the matching skip's resolution, for latents not divisible by 2**levels (as diffusers' upsample_size)
+        if size is None:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+class TimestepEmbedSequential(nn.Sequential):
+    """Passes the time embedding to residual blocks and the context to transformers."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+                out_size: torch.Size | None = None) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context)
+            elif isinstance(layer, Upsample):
+                x = layer(x, out_size)
+            else:
+                x = layer(x)
+        return x
+
+
+class UNet(nn.Module):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        mc, emb_dim, groups = cfg.model_channels, cfg.model_channels * 4, cfg.norm_groups
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        def transformer(ch: int) -> SpatialTransformer:
+            return SpatialTransformer(ch, cfg.heads(ch), cfg.transformer_depth, cfg.context_dim, cfg.use_linear_proj, groups)
+
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
+        skip_channels, ch = [mc], mc
+        last = len(cfg.channel_mult) - 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers = [ResBlock(ch, emb_dim, mc * mult, groups)]
+                ch = mc * mult
+                if level in cfg.attention_levels:
+                    layers.append(transformer(ch))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level != last:
+                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
+                skip_channels.append(ch)
+
+        self.middle_block = TimestepEmbedSequential(
+            ResBlock(ch, emb_dim, ch, groups), transformer(ch), ResBlock(ch, emb_dim, ch, groups)
+        )
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
+                ch = mc * mult
+                if level in cfg.attention_levels:
+                    layers.append(transformer(ch))
+                if level != 0 and i == cfg.num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+
+        self.out = nn.Sequential(GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W], t scalar or [B] timesteps, context [B, 77, context_dim] -> model output like x."""
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(x.dtype))
+        h, skips = x, []
+        for block in self.input_blocks:
+            h = block(h, emb, context)
+            skips.append(h)
+        h = self.middle_block(h, emb, context)
+        for block in self.output_blocks:
+            h = torch.cat([h, skips.pop()], dim=1)
+            h = block(h, emb, context, skips[-1].shape[-2:] if skips else None)
+        return self.out(h)

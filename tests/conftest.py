@@ -1,0 +1,59 @@
+"""Shared fixtures: the tiny random SD 1 model (every tensor randomised) and the same weights in diffusers/transformers."""
+import pytest
+import torch
+
+from models.loader import random_weights
+from models.sd1 import TINY_SD1
+
+SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def tiny_weights() -> dict[str, torch.Tensor]:
+    """CompVis-layout float64 state dict of the tiny SD 1 model."""
+    return random_weights(TINY_SD1, SEED)
+
+
+def diffusers_unet_config(cfg=TINY_SD1.unet) -> dict:
+    widths = tuple(cfg.model_channels * m for m in cfg.channel_mult)
+    down = tuple("CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(len(widths)))
+    up = tuple("CrossAttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in reversed(range(len(widths))))
+    return dict(sample_size=8, in_channels=cfg.in_channels, out_channels=cfg.out_channels, block_out_channels=widths,
+                layers_per_block=cfg.num_res_blocks, down_block_types=down, up_block_types=up,
+                cross_attention_dim=cfg.context_dim, attention_head_dim=cfg.num_heads, norm_num_groups=cfg.norm_groups)
+
+
+def diffusers_vae_config(cfg=TINY_SD1.vae) -> dict:
+    widths = tuple(cfg.base_channels * m for m in cfg.channel_mult)
+    return dict(in_channels=cfg.in_channels, out_channels=cfg.out_channels, block_out_channels=widths,
+                down_block_types=("DownEncoderBlock2D",) * len(widths), up_block_types=("UpDecoderBlock2D",) * len(widths),
+                layers_per_block=cfg.num_res_blocks, latent_channels=cfg.z_channels, norm_num_groups=cfg.norm_groups,
+                scaling_factor=cfg.scaling_factor, sample_size=64)
+
+
+def transformers_clip_config(cfg=TINY_SD1.text):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.width, intermediate_size=cfg.width * cfg.mlp_ratio,
+                          num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, max_position_embeddings=cfg.max_length,
+                          hidden_act=cfg.activation, layer_norm_eps=1e-5)
+
+
+@pytest.fixture(scope="session")
+def reference_parts(tiny_weights):
+    """diffusers UNet and VAE and transformers CLIPTextModel (float64) filled from the same weights by diffusers' own
+    single-file converters, an independent check of our key names."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint)
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel(**diffusers_unet_config()).double().eval()
+    unet.load_state_dict(convert_ldm_unet_checkpoint(tiny_weights, unet.config), strict=True)
+    vae = AutoencoderKL(**diffusers_vae_config()).double().eval()
+    vae.load_state_dict(convert_ldm_vae_checkpoint(tiny_weights, vae.config), strict=True)
+    text = CLIPTextModel(transformers_clip_config()).double().eval()
+    # transformers 5 dropped the `text_model.` level that checkpoints (and diffusers' converter) still carry
+    text_sd = {k.removeprefix("text_model."): v for k, v in convert_ldm_clip_checkpoint(tiny_weights).items()}
+    text.load_state_dict(text_sd, strict=True)
+    return unet.requires_grad_(False), vae.requires_grad_(False), text.requires_grad_(False)
