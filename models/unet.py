@@ -196,8 +196,16 @@ class UNet(nn.Module):
         self.out = nn.Sequential(GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
-        """x [B, C, H, W], t scalar or [B] timesteps, context [B, 77, context_dim] -> model output like x."""
-        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        """x [B, C, H, W], t scalar or [B], context [k * B, 77, context_dim] -> model output [k * B, C, H, W].
+
+        With k > 1 (guidance branches) every branch sees the same latents: x is repeated k times, branch-major.
+        """
+        branches, rest = divmod(context.shape[0], x.shape[0])
+        if rest:
+            raise ValueError(f"context batch {context.shape[0]} must be a multiple of the latent batch {x.shape[0]}")
+        x = x.repeat(branches, 1, 1, 1)
+        t = torch.as_tensor(t, device=x.device).reshape(-1)
+        t = t.repeat(x.shape[0] // t.shape[0]) if t.shape[0] > 1 else t.expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(x.dtype))
         h, skips = x, []
         for block in self.input_blocks:

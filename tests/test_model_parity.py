@@ -70,3 +70,17 @@ def test_text_encoder_matches_transformers(ours, reference_parts):
     assert got64.shape == (3, 77, TINY_SD1.text.width)
     assert (got64 - expected).abs().max().item() <= F64_TOL
     assert rel_err(got32, expected) <= F32_REL_TOL
+
+
+def test_unet_shares_latents_across_context_branches(ours):
+    """x with B rows and context with k * B rows: each branch sees the same latents, branch-major."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    context = torch.randn(6, 77, TINY_SD1.unet.context_dim, generator=g, dtype=torch.float64)
+    unet = ours[torch.float64].unet
+    with torch.no_grad():
+        shared = unet(x, torch.tensor([981, 981]), context)
+        repeated = unet(x.repeat(3, 1, 1, 1), 981, context)
+    assert (shared - repeated).abs().max().item() <= F64_TOL
+    with pytest.raises(ValueError, match="multiple of the latent batch"):
+        unet(x, 981, context[:5])
