@@ -1,0 +1,213 @@
+"""Safe reading of Stable Diffusion checkpoints into plain CompVis-layout state dicts.
+
+`read_checkpoint` accepts a `.safetensors` file (memory-mapped, zero-copy), a pickled
+`.ckpt/.pt/.pth/.bin` file (``torch.load(weights_only=True)`` with only the few extra globals
+real SD files need) or a diffusers folder (converted to CompVis names). `select_weights` picks
+the regular or the EMA UNet weights and `drop_training_buffers` removes what inference does
+not use. Nothing here casts dtypes or builds modules.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+ALLOWED_FORMATS = "a .safetensors, .ckpt, .pt, .pth or .bin file, or a diffusers folder (unet/, vae/, text_encoder/)"
+
+UNET_PREFIX = "model.diffusion_model."
+EMA_PREFIX = "model_ema."
+EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
+
+# DDPM schedule buffers and training-only tensors that CompVis LatentDiffusion files carry.
+TRAINING_BUFFERS = (
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+    "logvar",
+    "cond_stage_model.transformer.text_model.embeddings.position_ids",
+)
+TRAINING_PREFIXES = ("first_stage_model.loss.",)
+# Old transformers CLIPTextModel files have no `text_model.` level.
+OLD_TEXT_PREFIX = "cond_stage_model.transformer."
+TEXT_PREFIX = "cond_stage_model.transformer.text_model."
+OLD_TEXT_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or folder that cannot be read as the expected weights."""
+
+
+class LightningModelCheckpointStub:
+    """Inert stand-in for `pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`.
+
+    Lightning pickles its checkpoint callback next to the weights; unpickling it into this
+    empty class keeps the file loadable without Lightning and without running any of its code.
+    """
+
+
+def format_keys(keys, limit: int = 5) -> str:
+    """The first `limit` keys (sorted) and how many more there are: "'a', 'b' ... and 37 more"."""
+    ordered = sorted(keys)
+    shown = ", ".join(repr(key) for key in ordered[:limit])
+    hidden = len(ordered) - limit
+    return f"{shown} ... and {hidden} more" if hidden > 0 else shown
+
+
+def _safe_globals() -> list:
+    """The globals beyond torch's own allowlist that real SD checkpoints need, nothing else."""
+    numpy_scalar = np.float64(0).__reduce__()[0]  # numpy.core.multiarray.scalar (numpy._core in 2.x)
+    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
+    return [
+        (LightningModelCheckpointStub, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+        (numpy_scalar, "numpy.core.multiarray.scalar"),
+        (numpy_scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        *dtype_classes,
+    ]
+
+
+def _python3_global(pickled_name: str) -> str:
+    """The global as Python 3 resolves it: torch strips `builtins.`, protocol 2 writes py2 names."""
+    module, _, name = pickled_name.rpartition(".")
+    module = module or "builtins"
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f"{module}.{name}"
+
+
+def _refusal(path: Path, error: pickle.UnpicklingError) -> CheckpointError:
+    """Turn the weights-only unpickler's refusal into one message naming the global."""
+    message = str(error)
+    found = re.search(r"GLOBAL (\S+)", message)
+    if found is None:
+        lines = [line.strip() for line in message.split("WeightsUnpickler error:")[-1].splitlines()]
+        reason = [line for line in lines if line and not line.startswith("Check the documentation")][-1:]
+        return CheckpointError(
+            f"{path}: not a torch.save checkpoint of tensors that the safe (weights_only) loader "
+            f"accepts ({''.join(reason) or message})"
+        )
+    pickled = found.group(1)
+    name = _python3_global(pickled)
+    stored = f" (pickled as '{pickled}')" if name != pickled and "." in pickled else ""
+    return CheckpointError(
+        f"{path}: refused to unpickle the global '{name}'{stored}; only tensors, PyTorch Lightning's "
+        "ModelCheckpoint and numpy scalars are accepted, loading arbitrary code is refused"
+    )
+
+
+def _read_pickle(path: Path) -> object:
+    """torch.load with weights_only=True plus only `_safe_globals`; memory-mapped when zip-based."""
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        raise _refusal(path, error) from error
+    # torch.load raises many types on corrupt input (RuntimeError, IndexError, KeyError, EOFError, ...).
+    except Exception as error:
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint, expected a torch.save file ({error})"
+        ) from error
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors alias a private (copy-on-write) memory map of the file: nothing is copied up front."""
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: corrupt or truncated .safetensors file ({error})") from error
+
+
+def _tensors_only(path: Path, loaded: object) -> dict[str, torch.Tensor]:
+    """The state dict under `state_dict` or at the top level, where non-tensor entries are dropped."""
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(loaded).__name__}")
+    if isinstance(loaded.get("state_dict"), dict):
+        state_dict = loaded["state_dict"]
+        not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+        if not_tensors:
+            raise CheckpointError(f"{path}: state_dict entries that are not tensors: {format_keys(not_tensors)}")
+    else:
+        state_dict = {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+    if not state_dict:
+        raise CheckpointError(f"{path}: no tensors found (looked under 'state_dict' and at the top level)")
+    return dict(state_dict)
+
+
+def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """One weight file (.safetensors or pickled) -> its tensors, keys as stored."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
+        state = "unsupported file type" if path.is_file() else "no such file"
+        raise CheckpointError(f"{path}: {state}; expected {ALLOWED_FORMATS}")
+    if suffix in SAFETENSORS_SUFFIXES:
+        return _read_safetensors(path)
+    return _tensors_only(path, _read_pickle(path))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A checkpoint file or diffusers folder -> state dict in the CompVis single-file key layout."""
+    path = Path(path)
+    if path.is_dir():
+        from models.diffusers_keys import read_diffusers_folder  # imported here: it imports this module
+
+        return read_diffusers_folder(path)
+    return read_weight_file(path)
+
+
+def select_weights(sd: dict[str, torch.Tensor], ema: bool, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Regular (ema=False) or EMA (ema=True) UNet weights; every `model_ema.*` key is removed.
+
+    CompVis LitEma stores `model.diffusion_model.X` as `model_ema.` + "diffusion_model.X"
+    with the dots removed. `source` names the file in error messages.
+    """
+    regular = {key: value for key, value in sd.items() if not key.startswith(EMA_PREFIX)}
+    if not ema:
+        return regular
+    ema_keys = {key for key in sd if key.startswith(EMA_PREFIX) and key not in EMA_BOOKKEEPING}
+    if not ema_keys:
+        raise CheckpointError(
+            f"{source}: ema=True was requested but the file has no EMA weights (no 'model_ema.*' keys)"
+        )
+    unet_keys = [key for key in regular if key.startswith(UNET_PREFIX)]
+    # CompVis ldm/modules/ema.py (LitEma): buffer name = parameter name with the dots removed.
+    ema_name = {key: EMA_PREFIX + key.removeprefix("model.").replace(".", "") for key in unet_keys}
+    missing = [ema_name[key] for key in unet_keys if ema_name[key] not in ema_keys]
+    if missing:
+        raise CheckpointError(f"{source}: EMA weights incomplete, missing {format_keys(missing)}")
+    return {**regular, **{key: sd[ema_name[key]] for key in unet_keys}}
+
+
+def drop_training_buffers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A new dict without `TRAINING_BUFFERS`/`TRAINING_PREFIXES` and with old text keys normalised."""
+    renamed = {}
+    for key, value in sd.items():
+        if key.startswith(OLD_TEXT_PREFIX) and key[len(OLD_TEXT_PREFIX) :].startswith(OLD_TEXT_PARTS):
+            key = TEXT_PREFIX + key[len(OLD_TEXT_PREFIX) :]
+        renamed[key] = value
+    return {
+        key: value
+        for key, value in renamed.items()
+        if key not in TRAINING_BUFFERS and not key.startswith(TRAINING_PREFIXES)
+    }
