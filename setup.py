@@ -14,6 +14,8 @@ setup(
         "pillow>=9",
         "omegaconf>=2.3",
         "tqdm>=4.60",
+        "ftfy>=6.1",
+        "regex>=2022.1",
     ],
     extras_require={
         "test": [
