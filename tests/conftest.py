@@ -57,3 +57,31 @@ def reference_parts(tiny_weights):
     text_sd = {k.removeprefix("text_model."): v for k, v in convert_ldm_clip_checkpoint(tiny_weights).items()}
     text.load_state_dict(text_sd, strict=True)
     return unet.requires_grad_(False), vae.requires_grad_(False), text.requires_grad_(False)
+
+
+def openai_clip_vocab() -> tuple[list[str], list[tuple[str, str]]]:
+    """Vocabulary and merges as OpenAI CLIP's simple_tokenizer.py builds them from the shipped BPE file."""
+    import gzip
+    from importlib.resources import files
+
+    lines = gzip.decompress((files("models") / "data" / "bpe_simple_vocab_16e6.txt.gz").read_bytes()).decode().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    extra = [b for b in range(256) if b not in printable]
+    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges]
+    return vocab + ["<|startoftext|>", "<|endoftext|>"], merges
+
+
+@pytest.fixture(scope="session")
+def reference_tokenizer(tmp_path_factory):
+    """transformers' CLIPTokenizer built from vocab.json / merges.txt derived from the shipped BPE file."""
+    import json
+
+    from transformers import CLIPTokenizer as ReferenceTokenizer
+
+    vocab, merges = openai_clip_vocab()
+    folder = tmp_path_factory.mktemp("clip_tokenizer")
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
+    return ReferenceTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
