@@ -66,7 +66,7 @@ def detect_unet(sd: dict, family: Family, path: str) -> UNetConfig:
         raise _unsupported(path, f"a UNet with {conv_in.shape[1]} input channels (inpainting/editing models have 9 or 8)")
     levels = len(_indices(sd, re.escape(UNET) + r"input_blocks\.(\d+)\.0\.op\.weight")) + 1
     blocks = _indices(sd, re.escape(UNET) + r"input_blocks\.(\d+)\.")
-    res_blocks = len(blocks[1:]) // levels - 1 if levels > 1 else len(blocks) - 1
+    res_blocks = len(blocks) // levels - 1  # conv_in + levels * res_blocks + (levels - 1) downsamples
     mc = conv_in.shape[0]
     first = [1 + level * (res_blocks + 1) for level in range(levels)]
     mult = tuple(sd[UNET + f"input_blocks.{i}.0.out_layers.3.weight"].shape[0] // mc for i in first)

@@ -10,15 +10,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, drop_training_buffers, read_checkpoint, select_weights
+from models.checkpoint import CheckpointError, drop_training_buffers, format_keys, read_checkpoint, select_weights
 from models.clip import CLIPTextEncoder
 from models.config import ModelConfig
 from models.detect import detect_config
 from models.unet import UNet
 from models.vae import AutoencoderKL
-
-LIST_LIMIT = 5
-
 
 class DiffusionWrapper(nn.Module):
     def __init__(self, unet: UNet):
@@ -54,27 +51,21 @@ class LoadedCheckpoint:
     has_ema: bool
 
 
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:LIST_LIMIT])
-    return shown + (f" ... and {len(keys) - LIST_LIMIT} more" if len(keys) > LIST_LIMIT else "")
-
-
-def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], path: str) -> None:
+def check_state_dict(model: StableDiffusion, sd: dict[str, torch.Tensor], path: str) -> None:
     """Raise one CheckpointError listing missing, unexpected and mis-shaped keys."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
-    misshaped = sorted(
+    misshaped = [
         f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})"
         for k in set(sd) & set(expected)
         if sd[k].shape != expected[k].shape
-    )
-    problems = [f"{name} ({len(keys)}): {_listing(keys)}"
+    ]
+    problems = [f"{name} ({len(keys)}): {format_keys(keys)}"
                 for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshaped))
                 if keys]
     if problems:
-        raise CheckpointError(f"{path}: weights do not match the detected {getattr(model, 'cfg', None) and model.cfg.family} "
-                              "model; " + "; ".join(problems))
+        raise CheckpointError(f"{path}: weights do not match the detected {model.cfg.family} model; " + "; ".join(problems))
 
 
 def build(cfg: ModelConfig, sd: dict[str, torch.Tensor], device: str | torch.device, dtype: torch.dtype,

@@ -32,6 +32,9 @@ class Output:
 
 class Pipeline:
     def __init__(self, model: StableDiffusion, source: str = "<in memory>"):
+        if model.cfg.prediction != "epsilon":
+            raise ValueError(f"{source}: prediction={model.cfg.prediction!r} is not supported yet; "
+                             "this version samples epsilon-prediction models only (prediction='epsilon')")
         self.model = model
         self.source = source
         self.tokenizer = CLIPTokenizer(max_length=model.cfg.text.max_length)
