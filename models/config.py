@@ -19,6 +19,7 @@ class UNetConfig:
     transformer_depth: int = 1
     context_dim: int = 768
     use_linear_proj: bool = False  # SD 2 projects in/out of the transformer with Linear, SD 1 with 1x1 conv
+    upcast_attention: bool = False  # SD 2.1: attention scores in float32 when the model runs in half precision
     norm_groups: int = 32
 
     def heads(self, channels: int) -> int:
@@ -44,6 +45,7 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
+    kind: str = "clip"  # "clip": OpenAI CLIP (SD 1, transformers names); "openclip": OpenCLIP (SD 2, open_clip names)
     vocab_size: int = 49408
     max_length: int = 77
     width: int = 768
@@ -51,6 +53,7 @@ class TextConfig:
     heads: int = 12
     mlp_ratio: int = 4
     activation: str = "quick_gelu"  # SD 1 (OpenAI CLIP); SD 2's OpenCLIP uses "gelu"
+    pad_token_id: int | None = None  # None: pad with the end token (SD 1); SD 2's OpenCLIP tokenizer pads with 0
 
 
 @dataclass(frozen=True)

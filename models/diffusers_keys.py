@@ -8,6 +8,7 @@ the VAE mid-attention Linear weights [C, C] that CompVis stores as 1x1 convs [C,
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -212,6 +213,58 @@ def _weight_file(part: Path) -> Path | None:
     return None
 
 
+OPENCLIP_PREFIX = "cond_stage_model.model."
+OPENCLIP_NAMES = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm": "ln_final",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+}
+
+
+def clip_to_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SD 2's text tower as diffusers stores it (transformers CLIPTextModel names, 23 blocks) -> open_clip names,
+    q/k/v fused into `attn.in_proj_*` as nn.MultiheadAttention stores them (inverse of diffusers'
+    `convert_open_clip_checkpoint`)."""
+    out = {}
+    for key, value in sd.items():
+        name = key.removeprefix(TEXT_PREFIX).replace("encoder.layers.", "transformer.resblocks.")
+        for old, new in OPENCLIP_NAMES.items():
+            name = name.replace(old, new)
+        if ".self_attn.q_proj." in name:
+            kind = name.rsplit(".", 1)[1]
+            fused = [sd[key.replace(".q_proj.", f".{p}_proj.")] for p in "qkv"]
+            out[OPENCLIP_PREFIX + name.replace("self_attn.q_proj." + kind, "attn.in_proj_" + kind)] = torch.cat(fused)
+        elif not re.search(r"\.self_attn\.[kv]_proj\.", name):
+            out[OPENCLIP_PREFIX + name] = value
+    return out
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def scheduler_prediction(path: str | Path) -> str | None:
+    """'v' or 'epsilon' from a diffusers folder's scheduler/scheduler_config.json, None when there is none."""
+    kind = _read_json(Path(path) / "scheduler" / "scheduler_config.json").get("prediction_type")
+    return {"v_prediction": "v", "epsilon": "epsilon"}.get(kind)
+
+
+def _text_encoder_to_compvis(sd: dict[str, torch.Tensor], part: Path) -> dict[str, torch.Tensor]:
+    """SD 2 folders hold the OpenCLIP tower as a GELU CLIPTextModel (config.json `hidden_act`)."""
+    converted = text_encoder_to_compvis(sd)
+    if _read_json(part / "config.json").get("hidden_act") == "gelu":
+        return clip_to_openclip(converted)
+    return converted
+
+
 PART_CONVERTERS = {"unet": unet_to_compvis, "vae": vae_to_compvis, "text_encoder": text_encoder_to_compvis}
 
 
@@ -230,7 +283,10 @@ def read_diffusers_folder(folder: str | Path) -> dict[str, torch.Tensor]:
     for part, file in files.items():
         weights = read_weight_file(file)
         try:
-            converted.update(PART_CONVERTERS[part](weights))
+            if part == "text_encoder":
+                converted.update(_text_encoder_to_compvis(weights, file.parent))
+            else:
+                converted.update(PART_CONVERTERS[part](weights))
         except CheckpointError as error:
             raise CheckpointError(f"{file}: {error}") from error
     return converted

@@ -15,10 +15,17 @@ class GroupNorm(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False) -> torch.Tensor:
-    """Multi-head attention over [B, N, heads * d] tensors through scaled_dot_product_attention (scale d**-0.5)."""
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False,
+           upcast: bool = False) -> torch.Tensor:
+    """Multi-head attention over [B, N, heads * d] tensors through scaled_dot_product_attention (scale d**-0.5).
+
+    `upcast`: half-precision inputs are attended in float32 (SD 2.1's `upcast_attention`); no effect otherwise.
+    """
+    dtype = q.dtype
+    if upcast and dtype in (torch.float16, torch.bfloat16):
+        q, k, v = q.float(), k.float(), v.float()
     b, n, inner = q.shape
     d = inner // heads
     q, k, v = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    return out.transpose(1, 2).reshape(b, n, inner)
+    return out.transpose(1, 2).reshape(b, n, inner).to(dtype)

@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, drop_training_buffers, format_keys, read_checkpoint, select_weights
+from models.diffusers_keys import scheduler_prediction
 from models.clip import CLIPTextEncoder
 from models.config import ModelConfig
-from models.detect import detect_config
+from models.detect import V_MARKER, detect
+from models.openclip import OpenCLIPTextEncoder, drop_unused_openclip
 from models.unet import UNet
 from models.vae import AutoencoderKL
 
@@ -29,7 +31,8 @@ class StableDiffusion(nn.Module):
         self.cfg = cfg
         self.model = DiffusionWrapper(UNet(cfg.unet))
         self.first_stage_model = AutoencoderKL(cfg.vae)
-        self.cond_stage_model = CLIPTextEncoder(cfg.text)
+        encoder = OpenCLIPTextEncoder if cfg.text.kind == "openclip" else CLIPTextEncoder
+        self.cond_stage_model = encoder(cfg.text)
 
     @property
     def unet(self) -> UNet:
@@ -40,7 +43,7 @@ class StableDiffusion(nn.Module):
         return self.first_stage_model
 
     @property
-    def text_encoder(self) -> CLIPTextEncoder:
+    def text_encoder(self) -> CLIPTextEncoder | OpenCLIPTextEncoder:
         return self.cond_stage_model
 
 
@@ -49,6 +52,7 @@ class LoadedCheckpoint:
     model: StableDiffusion
     path: str
     has_ema: bool
+    prediction_reason: str
 
 
 def check_state_dict(model: StableDiffusion, sd: dict[str, torch.Tensor], path: str) -> None:
@@ -83,9 +87,10 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.
                     ema: bool = False, prediction: str | None = None) -> LoadedCheckpoint:
     raw = read_checkpoint(path)
     has_ema = any(k.startswith("model_ema.") for k in raw)
-    sd = drop_training_buffers(select_weights(raw, ema=ema, source=str(path)))
-    cfg = detect_config(sd, str(path), prediction)
-    return LoadedCheckpoint(build(cfg, sd, device, dtype, str(path)), str(path), has_ema)
+    sd = drop_unused_openclip(drop_training_buffers(select_weights(raw, ema=ema, source=str(path))))
+    found = detect(sd, str(path), prediction, scheduler_prediction(path))
+    sd.pop(V_MARKER, None)
+    return LoadedCheckpoint(build(found.config, sd, device, dtype, str(path)), str(path), has_ema, found.prediction_reason)
 
 
 def random_weights(cfg: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:

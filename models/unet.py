@@ -40,10 +40,11 @@ class ResBlock(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, context_dim: int | None = None):
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, upcast: bool = False):
         super().__init__()
         context_dim = context_dim or dim
         self.heads = heads
+        self.upcast = upcast
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(context_dim, dim, bias=False)
         self.to_v = nn.Linear(context_dim, dim, bias=False)
@@ -51,7 +52,7 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
-        return self.to_out(attend(self.to_q(x), self.to_k(context), self.to_v(context), self.heads))
+        return self.to_out(attend(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, upcast=self.upcast))
 
 
 class GEGLU(nn.Module):
@@ -75,11 +76,11 @@ class FeedForward(nn.Module):
 
 
 class BasicTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, context_dim: int):
+    def __init__(self, dim: int, heads: int, context_dim: int, upcast: bool = False):
         super().__init__()
-        self.attn1 = CrossAttention(dim, heads)
+        self.attn1 = CrossAttention(dim, heads, upcast=upcast)
         self.ff = FeedForward(dim)
-        self.attn2 = CrossAttention(dim, heads, context_dim)
+        self.attn2 = CrossAttention(dim, heads, context_dim, upcast=upcast)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -89,12 +90,15 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    def __init__(self, channels: int, heads: int, depth: int, context_dim: int, linear: bool, groups: int):
+    def __init__(self, channels: int, heads: int, depth: int, context_dim: int, linear: bool, groups: int,
+                 upcast: bool = False):
         super().__init__()
         self.linear = linear
         self.norm = GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
-        self.transformer_blocks = nn.ModuleList(BasicTransformerBlock(channels, heads, context_dim) for _ in range(depth))
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(channels, heads, context_dim, upcast) for _ in range(depth)
+        )
         self.proj_out = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -161,7 +165,8 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
         def transformer(ch: int) -> SpatialTransformer:
-            return SpatialTransformer(ch, cfg.heads(ch), cfg.transformer_depth, cfg.context_dim, cfg.use_linear_proj, groups)
+            return SpatialTransformer(ch, cfg.heads(ch), cfg.transformer_depth, cfg.context_dim, cfg.use_linear_proj, groups,
+                                      cfg.upcast_attention)
 
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
         skip_channels, ch = [mc], mc

@@ -32,12 +32,9 @@ class Output:
 
 class Pipeline:
     def __init__(self, model: StableDiffusion, source: str = "<in memory>"):
-        if model.cfg.prediction != "epsilon":
-            raise ValueError(f"{source}: prediction={model.cfg.prediction!r} is not supported yet; "
-                             "this version samples epsilon-prediction models only (prediction='epsilon')")
         self.model = model
         self.source = source
-        self.tokenizer = CLIPTokenizer(max_length=model.cfg.text.max_length)
+        self.tokenizer = CLIPTokenizer(max_length=model.cfg.text.max_length, pad_token_id=model.cfg.text.pad_token_id)
         self.alphas_cumprod = alphas_cumprod(scaled_linear_betas())
 
     @property
@@ -81,7 +78,8 @@ class Pipeline:
         generator = torch.Generator().manual_seed(seed)  # x_T, then DDIM's eta noise, as diffusers draws them
         x = self.initial_latents(latents, len(prompts) * num_images_per_prompt, height, width, generator)
 
-        denoiser = GuidedDenoiser(self.unet, context, concepts, guidance_scale, chain)
+        denoiser = GuidedDenoiser(self.unet, context, concepts, guidance_scale, chain, self.alphas_cumprod,
+                                  self.model.cfg.prediction)
         x = sample(sampler, denoiser, x, schedule, self.alphas_cumprod, eta, generator, callback)
         return Output(self.postprocess(x, output_type), x, denoiser.telemetry, seed)
 

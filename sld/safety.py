@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import torch
 
-from sampling.guidance import GuidanceInputs
+from sampling.guidance import SPACES, GuidanceInputs
 
 # The paper's safety concept (Sec. 3); diffusers prefixes it with "an image showing ".
 DEFAULT_CONCEPT = (
@@ -34,6 +34,9 @@ class SLD:
     momentum_scale: float = 0.3  # s_m
     momentum_beta: float = 0.4  # beta_m
     concept: str = DEFAULT_CONCEPT
+    # "eps": the paper's equations on noise predictions; "model": on what the UNet outputs (v for v-models),
+    # as diffusers' safe pipeline does — the threshold and clamp are not linear, so the two differ on v-models.
+    space: str = "eps"
     name: str = field(default="sld", repr=False)
     momentum: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -45,6 +48,7 @@ class SLD:
         _require(0 <= self.momentum_beta <= 1, "momentum_beta", self.momentum_beta, "in [0, 1]")
         _require(isinstance(self.concept, str) and self.concept.strip() != "", "concept", self.concept,
                  "a non-empty string")
+        _require(self.space in SPACES, "space", self.space, " or ".join(map(repr, SPACES)))
 
     def concepts(self) -> tuple[str, ...]:
         return (self.concept,)

@@ -85,3 +85,62 @@ def reference_tokenizer(tmp_path_factory):
     (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
     return ReferenceTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_weights() -> dict[str, torch.Tensor]:
+    """CompVis-layout float64 state dict of the tiny SD 2 model (the 23-of-24-blocks form our loader keeps)."""
+    from models.sd2 import TINY_SD2
+
+    return random_weights(TINY_SD2, SEED + 2)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_original(tiny_sd2_weights) -> dict[str, torch.Tensor]:
+    """The same weights as an original SD 2 file stores them: a full OpenCLIP tower with one more block (never run by
+    SD 2), text_projection and logit_scale, all randomised."""
+    from models.openclip import PREFIX
+
+    g = torch.Generator().manual_seed(SEED + 3)
+    block = PREFIX + "transformer.resblocks.{}."
+    last = max(int(k.split(".")[4]) for k in tiny_sd2_weights if k.startswith(PREFIX + "transformer.resblocks."))
+    extra = {k.replace(block.format(0), block.format(last + 1)): torch.randn(v.shape, generator=g, dtype=v.dtype)
+             for k, v in tiny_sd2_weights.items() if k.startswith(block.format(0))}
+    width = tiny_sd2_weights[PREFIX + "ln_final.weight"].shape[0]
+    extra[PREFIX + "text_projection"] = torch.randn(width, width, generator=g, dtype=torch.float64)
+    extra[PREFIX + "logit_scale"] = torch.tensor(4.6, dtype=torch.float64)
+    return {**tiny_sd2_weights, **extra}
+
+
+def diffusers_sd2_unet_config() -> dict:
+    from models.sd2 import TINY_SD2
+
+    cfg = TINY_SD2.unet
+    heads = tuple(cfg.model_channels * m // cfg.num_head_channels for m in cfg.channel_mult)
+    return diffusers_unet_config(cfg) | dict(attention_head_dim=heads, use_linear_projection=True, upcast_attention=True)
+
+
+@pytest.fixture(scope="session")
+def reference_sd2_parts(tiny_sd2_original):
+    """diffusers UNet/VAE and a transformers GELU CLIPTextModel filled by diffusers' own converters (incl.
+    `convert_open_clip_checkpoint`) from the original-layout file; the text model's last block is then removed, as
+    diffusers' SD 2 text encoders end at the penultimate block."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_open_clip_checkpoint)
+    from transformers import CLIPTextModel
+
+    from models.sd2 import TINY_SD2
+
+    unet = UNet2DConditionModel(**diffusers_sd2_unet_config()).double().eval()
+    unet.load_state_dict(convert_ldm_unet_checkpoint(tiny_sd2_original, unet.config), strict=True)
+    vae = AutoencoderKL(**diffusers_vae_config(TINY_SD2.vae)).double().eval()
+    vae.load_state_dict(convert_ldm_vae_checkpoint(tiny_sd2_original, vae.config), strict=True)
+    config = transformers_clip_config(TINY_SD2.text)
+    config.num_hidden_layers = TINY_SD2.text.layers + 1
+    text = CLIPTextModel(config).double().eval()
+    converted = convert_open_clip_checkpoint(text, tiny_sd2_original)
+    text.load_state_dict({k.removeprefix("text_model."): v for k, v in converted.items()}, strict=True)
+    text.encoder.layers = text.encoder.layers[:-1]
+    text.config.num_hidden_layers -= 1
+    return unet.requires_grad_(False), vae.requires_grad_(False), text.requires_grad_(False)

@@ -79,7 +79,7 @@ def test_detects_tiny_sd1_and_prediction_override(tiny_weights):
         detect_config(tiny_weights, prediction="x0")
 
 
-def _sd2(sd):
+def _sd2_text_with_conv_unet(sd):
     sd = {k: v for k, v in sd.items() if not k.startswith("cond_stage_model.")}
     return {**sd, "cond_stage_model.model.token_embedding.weight": torch.zeros(4, 4)}
 
@@ -90,10 +90,10 @@ def _inpainting(sd):
 
 
 UNSUPPORTED = {
-    "sd2": (_sd2, "Stable Diffusion 2.x checkpoint"),
+    "sd2 text, sd1 unet": (_sd2_text_with_conv_unet, "a sd2 text encoder with 1x1-conv transformer projections"),
     "sdxl": (lambda sd: {**sd, "conditioner.embedders.0.x": torch.zeros(1)}, "SDXL"),
     "inpainting": (_inpainting, "9 input channels"),
-    "vae only": (lambda sd: {k: v for k, v in sd.items() if k.startswith("first_stage_model.")}, "no UNet, CLIP text encoder"),
+    "vae only": (lambda sd: {k: v for k, v in sd.items() if k.startswith("first_stage_model.")}, "no UNet, text encoder weights"),
     "unrelated": (lambda sd: {"linear.weight": torch.zeros(2, 2)}, "not a complete Stable Diffusion checkpoint"),
 }
 

@@ -5,9 +5,6 @@ import torch
 from PIL import Image
 
 import sld
-from models.loader import random_model
-from models.sd1 import TINY_SD1
-from sld.pipeline import Pipeline
 
 FAST = dict(height=64, width=64, steps=4)
 
@@ -73,6 +70,12 @@ def test_concept_and_custom_sld(pipe, monkeypatch):
     assert texts == [["", "a cat", "red"], ["", "a cat", "blue"]]
 
 
+def test_model_space_equals_eps_space_on_epsilon_models(pipe):
+    eps = pipe("a cat", safety=sld.SLD(space="eps"), seed=2, output_type="latent", **FAST)
+    model = pipe("a cat", safety=sld.SLD(space="model"), seed=2, output_type="latent", **FAST)
+    assert torch.equal(eps.latents, model.latents)
+
+
 def test_output_types(pipe):
     images = pipe("a cat", seed=0, height=64, width=96, steps=2).images
     assert len(images) == 1 and isinstance(images[0], Image.Image) and images[0].size == (96, 64)
@@ -123,9 +126,7 @@ def test_bad_input_is_refused_before_model_work(pipe, monkeypatch, kwargs, messa
     assert unet.batches == [] and text.batches == []
 
 
-def test_v_prediction_is_refused_until_supported():
-    import dataclasses
-
-    model = random_model(dataclasses.replace(TINY_SD1, prediction="v"))
-    with pytest.raises(ValueError, match="prediction='v' is not supported yet"):
-        Pipeline(model)
+def test_prediction_override_on_the_tiny_model():
+    assert sld.load("tiny", prediction="v").model.cfg.prediction == "v"
+    with pytest.raises(ValueError, match="prediction='x0' is not allowed; use None"):
+        sld.load("tiny", prediction="x0")

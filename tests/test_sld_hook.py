@@ -6,6 +6,7 @@ import torch
 
 import sld
 from sampling.guidance import GuidanceInputs, GuidedDenoiser
+from sampling.schedule import alphas_cumprod, scaled_linear_betas
 
 CONCEPT = "red"
 
@@ -85,7 +86,8 @@ def test_presets_as_the_authors_publish_them():
 
 
 @pytest.mark.parametrize("field,value", [("guidance_scale", -1), ("warmup_steps", 1.5), ("warmup_steps", -1),
-                                         ("momentum_scale", -0.1), ("momentum_beta", 1.5), ("concept", "  ")])
+                                         ("momentum_scale", -0.1), ("momentum_beta", 1.5), ("concept", "  "),
+                                         ("space", "v")])
 def test_invalid_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=f"SLD {field}="):
         sld.SLD(**{field: value})
@@ -113,7 +115,7 @@ def test_denoiser_runs_hooks_in_order_and_records_every_evaluation():
 
     context = torch.tensor([0.0, 1.0, 5.0], dtype=torch.float64).reshape(3, 1, 1).expand(3, 77, 1)
     hooks = [Recorder("a", 1.0), Recorder("a", 10.0)]
-    denoiser = GuidedDenoiser(network, context, ["x"], 2.0, hooks)
+    denoiser = GuidedDenoiser(network, context, ["x"], 2.0, hooks, alphas_cumprod(scaled_linear_betas()))
     out = denoiser(torch.zeros(1, 1, 2, 2, dtype=torch.float64), 999)
     assert torch.equal(out, torch.full((1, 1, 2, 2), 0.0 + 2.0 * (1.0 + 1.0 + 10.0), dtype=torch.float64))
     denoiser(torch.zeros(1, 1, 2, 2, dtype=torch.float64), 500)

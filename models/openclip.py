@@ -1,0 +1,97 @@
+"""OpenCLIP ViT-H/14 text tower as Stable Diffusion 2.x uses it (CompVis `FrozenOpenCLIPEmbedder`, layer="penultimate").
+
+Attributes follow open_clip's names (`cond_stage_model.model.*`: token_embedding, positional_embedding,
+transformer.resblocks.N.{ln_1, attn.in_proj_weight/in_proj_bias/out_proj, ln_2, mlp.c_fc, mlp.c_proj}, ln_final),
+so an original SD 2 file loads with no renaming. SD 2 takes the penultimate block's output followed by ln_final:
+the last block of the tower never runs, so it is not built (`drop_unused_openclip` removes it from files).
+"""
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import TextConfig
+from models.layers import attend
+
+PREFIX = "cond_stage_model.model."
+UNUSED = ("text_projection", "logit_scale", "attn_mask")
+
+
+class MultiheadSelfAttention(nn.Module):
+    """nn.MultiheadAttention's parameters (fused in_proj) with a causal mask, through scaled_dot_product_attention."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return self.out_proj(attend(q, k, v, self.heads, causal=True))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.c_fc = nn.Linear(width, hidden)
+        self.c_proj = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.width)
+        self.attn = MultiheadSelfAttention(cfg.width, cfg.heads)
+        self.ln_2 = nn.LayerNorm(cfg.width)
+        self.mlp = MLP(cfg.width, cfg.width * cfg.mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(cfg) for _ in range(cfg.layers))
+
+
+class OpenCLIPTextModel(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.max_length, cfg.width))
+        self.transformer = Transformer(cfg)
+        self.ln_final = nn.LayerNorm(cfg.width)
+
+
+class OpenCLIPTextEncoder(nn.Module):
+    """Token ids [B, 77] -> context [B, 77, width]: every built block (the tower's penultimate output), then ln_final."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = OpenCLIPTextModel(cfg)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.model.token_embedding(ids) + self.model.positional_embedding[: ids.shape[1]]
+        for block in self.model.transformer.resblocks:
+            x = block(x)
+        return self.model.ln_final(x)
+
+
+def drop_unused_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove what SD 2 never uses from a full OpenCLIP tower: the projection, logit scale, mask buffer and the last
+    block. A full tower is recognised by its `text_projection`; diffusers-converted towers already end one block early."""
+    if PREFIX + "text_projection" not in sd:
+        return {k: v for k, v in sd.items() if k.removeprefix(PREFIX) not in UNUSED}
+    blocks = re.compile(re.escape(PREFIX) + r"transformer\.resblocks\.(\d+)\.")
+    last = max(int(m.group(1)) for k in sd if (m := blocks.match(k)))
+    unused = PREFIX + f"transformer.resblocks.{last}."
+    return {k: v for k, v in sd.items() if not k.startswith(unused) and k.removeprefix(PREFIX) not in UNUSED}
