@@ -31,7 +31,7 @@ class GuidanceInputs:
     uncond: torch.Tensor
     cond: torch.Tensor
     concepts: dict[str, torch.Tensor]
-    index: int  # model-evaluation index, 0-based (PNDM makes steps + 1 evaluations)
+    index: int  # model-evaluation index, 0-based (PNDM makes steps + 1 evaluations, Heun 2 * steps - 1)
     t: float
     guidance_scale: float
 

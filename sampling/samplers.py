@@ -1,24 +1,88 @@
-"""Samplers by name, behind one call signature."""
+"""Samplers by name behind one call. The built-ins register here, on import (the registry imports this module
+before its first lookup); a user's module or an installed plug-in adds more through sampling.registry.
+
+    plan = plan_sampling("dpmpp_2m", steps=30, spacing=None, alphas_cumprod=alphas, karras=True)  # checks, places
+    x0 = plan.run(model, x_T, generator, callback)
+
+`spacing=None` is the sampler's default: the timestep spacing diffusers gives its scheduler from Stable Diffusion
+1.5's config ("leading" for DDIM/PNDM/DDPM, "linspace" for Euler/Heun/LMS/DPM-Solver++; sampling/sigmas.py).
+"""
+from dataclasses import dataclass
+
 import torch
 
-from sampling.ddim import Denoiser, StepCallback, sample_ddim
-from sampling.pndm import sample_pndm
+from sampling.ddpm import sample_ddpm
+from sampling.discrete import ddim, pndm
+from sampling.dpm_solver import sample_dpmpp_2m
+from sampling.euler import sample_euler, sample_euler_ancestral, sample_heun
+from sampling.lms import sample_lms
+from sampling.registry import SAMPLERS, SamplerSpec, get_sampler, register_sampler, registered_samplers
+from sampling.sigmas import DISCRETE, DPM_SOLVER, EULER, Denoiser, Schedule, StepCallback
 
-SAMPLERS = ("pndm", "ddim")
+__all__ = ["SAMPLERS", "Plan", "check_sampler", "plan_sampling", "sample"]
+
+BUILTINS = (
+    ("pndm", pndm, DISCRETE),
+    ("ddim", ddim, DISCRETE),
+    ("euler", sample_euler, EULER),
+    ("euler_a", sample_euler_ancestral, EULER),
+    ("heun", sample_heun, EULER),
+    ("lms", sample_lms, EULER),
+    ("dpmpp_2m", sample_dpmpp_2m, DPM_SOLVER),
+    ("ddpm", sample_ddpm, DISCRETE),
+)
+for _name, _fn, _family in BUILTINS:
+    register_sampler(_name, family=_family)(_fn)
 
 
-def check_sampler(name: str, eta: float) -> None:
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler={name!r} is unknown; allowed: {', '.join(SAMPLERS)}")
-    if eta < 0:
+@dataclass(frozen=True)
+class Plan:
+    """A checked sampler with its placed schedule: `run` draws nothing but what the sampler draws."""
+
+    sampler: SamplerSpec
+    schedule: Schedule
+    eta: float
+
+    def run(self, model: Denoiser, x: torch.Tensor, generator: torch.Generator | None = None,
+            callback: StepCallback | None = None) -> torch.Tensor:
+        options = {"eta": self.eta, "generator": generator, "callback": callback}
+        return self.sampler.fn(model, x, self.schedule,
+                               **{key: value for key, value in options.items() if key in self.sampler.options})
+
+
+def check_sampler(name: str, eta: float = 0.0, spacing: str | None = None, karras: bool = False) -> SamplerSpec:
+    """The registered sampler `name`, after checking that it takes eta (when eta != 0), the spacing and Karras."""
+    spec = get_sampler(name)
+    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or eta < 0:
         raise ValueError(f"eta={eta!r} is invalid; allowed values: eta >= 0")
-    if eta != 0 and name != "ddim":
-        raise ValueError(f"eta={eta!r} applies only to sampler='ddim' (sampler={name!r} is deterministic); use eta=0")
+    if eta != 0 and "eta" not in spec.options:
+        takers = [repr(other.name) for other in registered_samplers() if "eta" in other.options]
+        raise ValueError(f"eta={eta!r} applies only to sampler={' or '.join(takers)} "
+                         f"(sampler={name!r} takes no eta); use eta=0")
+    if spacing is not None and spacing not in spec.family.spacings:
+        raise ValueError(f"spacing={spacing!r} is not supported by sampler={name!r}; "
+                         f"allowed: {', '.join(spec.family.spacings)} (or None: {spec.family.spacings[0]})")
+    if not isinstance(karras, bool):
+        raise ValueError(f"karras={karras!r} is invalid; allowed: True or False")
+    if karras and spec.family.build_karras is None:
+        takers = [other.name for other in registered_samplers() if other.family.build_karras is not None]
+        raise ValueError(f"karras=True is not supported by sampler={name!r}; allowed with: {', '.join(takers)}")
+    return spec
 
 
-def sample(name: str, model: Denoiser, x: torch.Tensor, timesteps: list[int], alphas_cumprod: torch.Tensor,
-           eta: float = 0.0, generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
-    check_sampler(name, eta)
-    if name == "ddim":
-        return sample_ddim(model, x, timesteps, alphas_cumprod, eta=eta, generator=generator, callback=callback)
-    return sample_pndm(model, x, timesteps, alphas_cumprod, callback=callback)
+def plan_sampling(name: str, steps: int, spacing: str | None, alphas_cumprod: torch.Tensor, eta: float = 0.0,
+                  karras: bool = False) -> Plan:
+    """Check everything and place the schedule, before any model work."""
+    spec = check_sampler(name, eta, spacing, karras)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps={steps!r} is invalid; allowed: an integer >= 1")
+    family = spec.family
+    build = family.build_karras if karras else family.build
+    return Plan(spec, build(steps, spacing or family.spacings[0], alphas_cumprod), eta)
+
+
+def sample(name: str, model: Denoiser, x: torch.Tensor, steps: int, spacing: str | None,
+           alphas_cumprod: torch.Tensor, eta: float = 0.0, generator: torch.Generator | None = None,
+           callback: StepCallback | None = None, karras: bool = False) -> torch.Tensor:
+    """plan_sampling(...).run(...) in one call."""
+    return plan_sampling(name, steps, spacing, alphas_cumprod, eta, karras).run(model, x, generator, callback)

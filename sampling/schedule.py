@@ -1,15 +1,17 @@
 """Model-agnostic noise schedule and timestep spacing for discrete-time (1000-step) diffusion models.
 
-Everything here is float64 and independent of any network: the samplers index `alphas_cumprod`
-with the integer timesteps that `timesteps()` returns.
+Everything here is float64 and independent of any network: the discrete samplers index `alphas_cumprod`
+with the integer timesteps that `timesteps()` returns; the sigma samplers also use the noise level
+sigma = sqrt((1 - alpha-bar) / alpha-bar) at fractional timesteps (the helpers at the end).
 """
 
+import math
 from collections.abc import Iterator
 
 import torch
 
 NUM_TRAIN_STEPS = 1000
-SPACINGS = ("leading", "compvis")
+SPACINGS = ("leading", "compvis", "linspace")
 
 
 def scaled_linear_betas(
@@ -25,14 +27,16 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
 
 
-def timesteps(steps: int, spacing: str = "leading", num_train_steps: int = NUM_TRAIN_STEPS) -> list[int]:
-    """Descending integer timesteps the sampler visits.
+def timesteps(steps: int, spacing: str = "leading", num_train_steps: int = NUM_TRAIN_STEPS) -> list[float]:
+    """Descending timesteps the sampler visits: integers, except the fractional "linspace" ones.
 
     "leading": diffusers DDIM/PNDM, timestep_spacing="leading", steps_offset=1:
         arange(0, steps) * (num_train_steps // steps) + 1; exactly `steps` entries.
     "compvis": CompVis make_ddim_timesteps(ddim_discr_method="uniform"):
         range(0, num_train_steps, num_train_steps // steps) + 1. Followed exactly, so it yields MORE than
         `steps` entries when num_train_steps % steps is large (steps=30: stride 33, 31 entries 991..1).
+    "linspace": diffusers Euler/Heun/LMS timestep_spacing="linspace": `steps` evenly spaced FRACTIONAL
+        timesteps from num_train_steps - 1 down to 0 (floats; diffusers rounds them to float32, we keep float64).
     Step counts whose largest timestep would reach num_train_steps (the references then index past the
     schedule: leading with steps=1000, compvis with steps>500) are refused.
     """
@@ -67,7 +71,9 @@ def _check_steps(steps: int, num_train_steps: int) -> None:
         raise ValueError(f"steps={steps!r} is invalid; allowed values: integers 1..{num_train_steps}")
 
 
-def _ascending(steps: int, spacing: str, num_train_steps: int) -> list[int]:
+def _ascending(steps: int, spacing: str, num_train_steps: int) -> list[float]:
+    if spacing == "linspace":
+        return linspace(0.0, float(num_train_steps - 1), steps)
     stride = num_train_steps // steps
     if spacing == "leading":
         # diffusers DDIMScheduler.set_timesteps, timestep_spacing="leading", steps_offset=1
@@ -81,3 +87,48 @@ def _max_steps(spacing: str, num_train_steps: int) -> int:
         if _ascending(steps, spacing, num_train_steps)[-1] < num_train_steps:
             return steps
     return 0
+
+
+def linspace(start: float, stop: float, num: int) -> list[float]:
+    """numpy.linspace(start, stop, num) in float64, bit for bit: start + i * ((stop - start) / (num - 1)), stop last."""
+    if num == 1:
+        return [start]
+    step = (stop - start) / (num - 1)
+    return [start + i * step for i in range(num - 1)] + [stop]
+
+
+def sigma_table(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Noise level of every training timestep, sigma_t = sqrt((1 - alpha-bar_t) / alpha-bar_t), float64."""
+    alphas = alphas_cumprod.to(torch.float64)
+    return ((1 - alphas) / alphas).sqrt()
+
+
+def sigma_at(sigmas: torch.Tensor, t: float) -> float:
+    """sigma at a fractional timestep by linear interpolation of the table (diffusers: numpy.interp)."""
+    low = min(math.floor(t), len(sigmas) - 1)
+    if t == low:
+        return float(sigmas[low])
+    # numpy.interp: slope * (x - xp[j]) + fp[j], with xp spaced by 1
+    return float(sigmas[low + 1] - sigmas[low]) * (t - low) + float(sigmas[low])
+
+
+def sigma_to_t(sigmas: torch.Tensor, sigma: float) -> float:
+    """Fractional timestep of a noise level: linear interpolation in log sigma, clipped to the table.
+
+    diffusers `_sigma_to_t` (Euler/Heun/LMS/DPM-Solver schedulers, for Karras sigmas).
+    """
+    log_sigmas = sigmas.log()
+    log_sigma = math.log(max(sigma, 1e-10))
+    # last table entry with log sigma_t <= log_sigma, kept one below the end so that high = low + 1 exists
+    low = int(torch.searchsorted(log_sigmas, torch.tensor(log_sigma, dtype=log_sigmas.dtype), right=True)) - 1
+    low = min(max(low, 0), len(sigmas) - 2)
+    low_log, high_log = float(log_sigmas[low]), float(log_sigmas[low + 1])
+    w = min(max((low_log - log_sigma) / (low_log - high_log), 0.0), 1.0)
+    return (1 - w) * low + w * (low + 1)
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> list[float]:
+    """Karras et al. 2022 (EDM) eq. 5: sigma_i = (max^(1/rho) + i / (n - 1) (min^(1/rho) - max^(1/rho)))^rho."""
+    # k-diffusion get_sigmas_karras / diffusers _convert_to_karras (rho = 7, ramp = numpy.linspace(0, 1, n))
+    max_inv_rho, min_inv_rho = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [(max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho for ramp in linspace(0.0, 1.0, steps)]
