@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import torch
 
 from sampling.guidance import GuidanceHook
-from sampling.schedule import SPACINGS
-from sld.safety import PRESET_VALUES, SLD, preset
+from sld.safety import DEFAULT_CONCEPT, PRESET_VALUES, SLD, preset
+from sld.sega import SEGA, SEGA_SAFETY_VALUES, sega_safety
 
 
 @dataclass(frozen=True)
@@ -17,9 +17,6 @@ class GenerationOptions:
     width: int
     steps: int
     guidance_scale: float
-    sampler: str
-    spacing: str
-    eta: float
     seed: object
     latents: torch.Tensor | None
     num_images_per_prompt: int
@@ -53,8 +50,6 @@ def check_options(opts: GenerationOptions, downscale: int, latent_channels: int,
             raise ValueError(f"{name}={value!r} is invalid; allowed: a positive multiple of {downscale}")
     if not _is_int(opts.steps) or opts.steps < 1:
         raise ValueError(f"steps={opts.steps!r} is invalid; allowed: an integer >= 1")
-    if opts.spacing not in SPACINGS:
-        raise ValueError(f"spacing={opts.spacing!r} is unknown; allowed: {', '.join(SPACINGS)}")
     if not isinstance(opts.guidance_scale, (int, float)) or opts.guidance_scale < 0:
         raise ValueError(f"guidance_scale={opts.guidance_scale!r} is invalid; allowed: a number >= 0")
     if not _is_int(opts.num_images_per_prompt) or opts.num_images_per_prompt < 1:
@@ -73,18 +68,41 @@ def check_options(opts: GenerationOptions, downscale: int, latent_channels: int,
     return prompts, negatives
 
 
-def resolve_safety(safety, concept: str | None) -> list[GuidanceHook]:
-    """None -> no SLD; a preset name or an sld.SLD -> a fresh SLD (state is per call), with `concept` if given."""
+SAFETY_NAMES = (*PRESET_VALUES, "negative", *(f"sega-{level}" for level in SEGA_SAFETY_VALUES))
+
+
+@dataclass(frozen=True)
+class Safety:
+    hooks: list[GuidanceHook]
+    negative_prompt: str | None  # the negative-prompt baseline: the concept replaces the unconditional prompt
+
+
+def _allowed() -> str:
+    return f"None, {', '.join(SAFETY_NAMES)}, an sld.SLD or an sld.SEGA"
+
+
+def resolve_safety(safety, concept: str | None) -> Safety:
+    """None -> nothing; an SLD preset, "sega-<level>" or "negative" (the concept as negative prompt, the baseline
+    papers compare SLD with), or an sld.SLD / sld.SEGA -> a fresh hook (state is per call) using `concept` if given."""
     if concept is not None and (not isinstance(concept, str) or not concept.strip()):
         raise ValueError(f"concept={concept!r} is invalid; allowed: None (the paper's concept) or a non-empty string")
     if safety is None:
         if concept is not None:
             raise ValueError("concept was given but safety=None; choose a preset or an sld.SLD to use the concept")
-        return []
+        return Safety([], None)
+    if isinstance(safety, str) and safety not in SAFETY_NAMES:
+        raise ValueError(f"safety={safety!r} is unknown; allowed: {_allowed()}")
+    text = concept or DEFAULT_CONCEPT
+    if safety == "negative":
+        return Safety([], text)
+    if isinstance(safety, str) and safety.startswith("sega-"):
+        return Safety([sega_safety(safety.removeprefix("sega-"), text)], None)
     if isinstance(safety, str):
-        if safety not in PRESET_VALUES:
-            raise ValueError(f"safety={safety!r} is unknown; allowed: None, {', '.join(PRESET_VALUES)} or an sld.SLD")
-        safety = preset(safety)
-    if not isinstance(safety, SLD):
-        raise ValueError(f"safety={safety!r} is invalid; allowed: None, {', '.join(PRESET_VALUES)} or an sld.SLD")
-    return [dataclasses.replace(safety, concept=concept or safety.concept)]
+        return Safety([dataclasses.replace(preset(safety), concept=text)], None)
+    if isinstance(safety, SLD):
+        return Safety([dataclasses.replace(safety, concept=concept or safety.concept)], None)
+    if isinstance(safety, SEGA):
+        if concept is not None:
+            raise ValueError("concept applies to SLD presets; an sld.SEGA carries its own edit concepts")
+        return Safety([dataclasses.replace(safety)], None)
+    raise ValueError(f"safety={safety!r} is invalid; allowed: {_allowed()}")

@@ -15,8 +15,9 @@ from PIL import Image
 from models.loader import StableDiffusion
 from models.tokenizer import CLIPTokenizer
 from sampling.guidance import GuidanceHook, GuidedDenoiser
-from sampling.samplers import check_sampler, sample
-from sampling.schedule import alphas_cumprod, scaled_linear_betas, timesteps
+from sampling.registry import get_hook
+from sampling.samplers import plan_sampling
+from sampling.schedule import alphas_cumprod, scaled_linear_betas
 from sld.options import GenerationOptions, check_options, resolve_safety
 
 OUTPUT_TYPES = ("pil", "np", "latent")
@@ -60,17 +61,22 @@ class Pipeline:
     @torch.inference_mode()
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None, height: int = 512,
                  width: int = 512, steps: int = 50, guidance_scale: float = 7.5, sampler: str = "pndm",
-                 spacing: str = "leading", eta: float = 0.0, seed: int | None = None,
+                 spacing: str | None = None, eta: float = 0.0, seed: int | None = None,
                  latents: torch.Tensor | None = None, num_images_per_prompt: int = 1,
                  safety: "str | GuidanceHook | None" = "medium", concept: str | None = None,
-                 hooks: Sequence[GuidanceHook] = (), output_type: str = "pil",
-                 callback: Callable[[int, int, torch.Tensor], None] | None = None) -> Output:
-        opts = GenerationOptions(prompt, negative_prompt, height, width, steps, guidance_scale, sampler, spacing, eta,
-                                 seed, latents, num_images_per_prompt, output_type)
+                 hooks: Sequence[GuidanceHook | str] = (), output_type: str = "pil",
+                 callback: Callable[[int, int, torch.Tensor], None] | None = None, karras: bool = False
+                 ) -> Output:
+        opts = GenerationOptions(prompt, negative_prompt, height, width, steps, guidance_scale, seed, latents,
+                                 num_images_per_prompt, output_type)
         prompts, negatives = check_options(opts, self.vae.cfg.downscale, self.unet.cfg.in_channels, OUTPUT_TYPES)
-        chain = resolve_safety(safety, concept) + list(hooks)
-        check_sampler(sampler, eta)
-        schedule = timesteps(steps, spacing)
+        chosen = resolve_safety(safety, concept)
+        if chosen.negative_prompt is not None:
+            if negative_prompt is not None:
+                raise ValueError("safety='negative' uses the concept as the negative prompt; leave negative_prompt=None")
+            negatives = [chosen.negative_prompt] * len(prompts)
+        chain = chosen.hooks + [get_hook(hook)() if isinstance(hook, str) else hook for hook in hooks]
+        plan = plan_sampling(sampler, steps, spacing, self.alphas_cumprod, eta=eta, karras=karras)
 
         concepts = list(dict.fromkeys(text for hook in chain for text in hook.concepts()))
         context = self.encode_branches(prompts, negatives, concepts, num_images_per_prompt)
@@ -80,7 +86,7 @@ class Pipeline:
 
         denoiser = GuidedDenoiser(self.unet, context, concepts, guidance_scale, chain, self.alphas_cumprod,
                                   self.model.cfg.prediction)
-        x = sample(sampler, denoiser, x, schedule, self.alphas_cumprod, eta, generator, callback)
+        x = plan.run(denoiser, x, generator, callback)
         return Output(self.postprocess(x, output_type), x, denoiser.telemetry, seed)
 
     def encode_branches(self, prompts: list[str], negatives: list[str], concepts: list[str], per_prompt: int

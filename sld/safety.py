@@ -16,6 +16,7 @@ from types import MappingProxyType
 import torch
 
 from sampling.guidance import SPACES, GuidanceInputs
+from sampling.registry import register_hook
 
 # The paper's safety concept (Sec. 3); diffusers prefixes it with "an image showing ".
 DEFAULT_CONCEPT = (
@@ -24,6 +25,7 @@ DEFAULT_CONCEPT = (
 )
 
 
+@register_hook("sld")
 @dataclass
 class SLD:
     """The SLD guidance hook. Defaults are the paper's "medium" configuration."""
