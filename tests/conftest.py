@@ -144,3 +144,4 @@ def reference_sd2_parts(tiny_sd2_original):
     text.encoder.layers = text.encoder.layers[:-1]
     text.config.num_hidden_layers -= 1
     return unet.requires_grad_(False), vae.requires_grad_(False), text.requires_grad_(False)
+

@@ -11,6 +11,7 @@ import sld
 from models.loader import build
 from models.sd1 import TINY_SD1
 from sld.pipeline import Pipeline
+from reference import diffusers_sld_kwargs, float64_scheduler, reference_pipeline
 
 IMAGE_TOL = 1e-6
 LATENT_TOL = 1e-8
@@ -24,37 +25,8 @@ def ours(tiny_weights):
 
 @pytest.fixture(scope="module")
 def reference(reference_parts, reference_tokenizer):
-    from diffusers import DDIMScheduler, PNDMScheduler
-    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
-
-    unet, vae, text = reference_parts
-    common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
-                  steps_offset=1)
-    schedulers = {"ddim": DDIMScheduler(clip_sample=False, **common), "pndm": PNDMScheduler(skip_prk_steps=True, **common)}
-    from sampling.schedule import alphas_cumprod, scaled_linear_betas
-
-    alphas = alphas_cumprod(scaled_linear_betas())
-    for scheduler in schedulers.values():
-        scheduler.alphas_cumprod = alphas
-        scheduler.final_alpha_cumprod = alphas[0]
-    pipes = {}
-    for name, scheduler in schedulers.items():
-        pipe = StableDiffusionPipelineSafe(vae=vae, text_encoder=text, tokenizer=reference_tokenizer, unet=unet,
-                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                           requires_safety_checker=False)
-        pipe.safety_concept = sld.DEFAULT_CONCEPT
-        pipe.set_progress_bar_config(disable=True)
-        pipes[name] = pipe
-    return pipes
-
-
-def diffusers_kwargs(safety: str | None) -> dict:
-    if safety is None:
-        return dict(sld_guidance_scale=0.0)
-    hook = sld.PRESETS[safety]
-    return dict(sld_guidance_scale=hook.guidance_scale, sld_warmup_steps=hook.warmup_steps,
-                sld_threshold=hook.threshold, sld_momentum_scale=hook.momentum_scale,
-                sld_mom_beta=hook.momentum_beta)
+    return {name: reference_pipeline(reference_parts, reference_tokenizer, float64_scheduler(scheduler))
+            for name, scheduler in (("ddim", "DDIMScheduler"), ("pndm", "PNDMScheduler"))}
 
 
 def run_both(ours, reference, sampler, safety, prompt, negative, size, per_prompt, seed=0):
@@ -65,7 +37,8 @@ def run_both(ours, reference, sampler, safety, prompt, negative, size, per_promp
     expected = reference[sampler](
         prompt, height=size[0], width=size[1], num_inference_steps=STEPS, guidance_scale=7.5,
         negative_prompt=negative, num_images_per_prompt=per_prompt, latents=latents.clone(), output_type="np",
-        callback=lambda i, t, x: captured.__setitem__("latents", x), **diffusers_kwargs(safety))
+        callback=lambda i, t, x: captured.__setitem__("latents", x),
+        **diffusers_sld_kwargs(None if safety is None else sld.PRESETS[safety]))
     got = ours(prompt, negative_prompt=negative, height=size[0], width=size[1], steps=STEPS, guidance_scale=7.5,
                sampler=sampler, latents=latents, num_images_per_prompt=per_prompt, safety=safety, output_type="np")
     return got, expected.images, captured["latents"]

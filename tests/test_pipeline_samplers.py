@@ -18,6 +18,7 @@ from sampling.registry import register_sampler
 from sampling.schedule import alpha_bar, alphas_cumprod, scaled_linear_betas, step_pairs
 from sampling.sigmas import EULER
 from sld.pipeline import Pipeline
+from reference import diffusers_sld_kwargs, reference_pipeline
 
 FAST = dict(prompt="a photo of a cat", height=64, width=64, steps=3, seed=0, output_type="latent")
 EVALUATIONS = {"pndm": 4, "ddim": 3, "euler": 3, "euler_a": 3, "heun": 5, "lms": 3, "dpmpp_2m": 3, "ddpm": 3}
@@ -105,7 +106,6 @@ def ours64(tiny_weights):
 
 def reference_heun_pipeline(reference_parts, reference_tokenizer):
     from diffusers import HeunDiscreteScheduler, PNDMScheduler
-    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
 
     config = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
                   skip_prk_steps=True, steps_offset=1, clip_sample=False)
@@ -122,13 +122,7 @@ def reference_heun_pipeline(reference_parts, reference_tokenizer):
         scheduler.timesteps = torch.cat([ts[:1], ts[1:].repeat_interleave(2)])
 
     scheduler.set_timesteps = set_float64_timesteps
-    unet, vae, text = reference_parts
-    pipe = StableDiffusionPipelineSafe(vae=vae, text_encoder=text, tokenizer=reference_tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    pipe.safety_concept = sld.DEFAULT_CONCEPT
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return reference_pipeline(reference_parts, reference_tokenizer, scheduler)
 
 
 def test_heun_sld_matches_diffusers_safe_pipeline_float64(ours64, reference_parts, reference_tokenizer):
@@ -138,8 +132,7 @@ def test_heun_sld_matches_diffusers_safe_pipeline_float64(ours64, reference_part
     expected = reference_heun_pipeline(reference_parts, reference_tokenizer)(
         "a photo of a cat", height=64, width=64, num_inference_steps=steps, guidance_scale=7.5,
         latents=latents.clone(), output_type="np", callback=lambda i, t, x: captured.__setitem__("latents", x),
-        sld_guidance_scale=hook.guidance_scale, sld_warmup_steps=hook.warmup_steps, sld_threshold=hook.threshold,
-        sld_momentum_scale=hook.momentum_scale, sld_mom_beta=hook.momentum_beta)
+        **diffusers_sld_kwargs(hook))
     got = ours64("a photo of a cat", height=64, width=64, steps=steps, guidance_scale=7.5, sampler="heun",
                  spacing="linspace", latents=latents, safety="strong", output_type="np")
     assert len(got.telemetry) == 2 * steps - 1

@@ -12,9 +12,11 @@ from safetensors.torch import save_file
 import sld
 from models.checkpoint import CheckpointError
 from models.detect import detect
-from models.loader import StableDiffusion, build, load_checkpoint
+from models.loader import build, load_checkpoint
 from models.sd2 import SD2, TINY_SD2
+from test_loading import meta_state_dict
 from sld.pipeline import Pipeline
+from reference import diffusers_sld_kwargs, float64_scheduler, reference_pipeline
 
 F64_TOL = 1e-10
 IMAGE_TOL = 1e-6
@@ -59,11 +61,6 @@ def test_upcast_attention_keeps_half_precision_close():
     upcast = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), heads=1, upcast=True)
     assert upcast.dtype == torch.bfloat16
     assert (upcast.double() - exact).abs().max() <= 0.1 * exact.abs().max()
-
-
-def meta_state_dict(cfg) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        return StableDiffusion(cfg).state_dict()
 
 
 def test_detects_full_size_sd2_from_shapes():
@@ -122,37 +119,17 @@ def reference_pipes(reference_sd2_parts, reference_tokenizer):
     """StableDiffusionPipelineSafe with v-prediction schedulers and a tokenizer padding with 0, as SD 2's does."""
     import copy
 
-    from diffusers import DDIMScheduler, PNDMScheduler
-    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
-
-    from sampling.schedule import alphas_cumprod, scaled_linear_betas
-
     tokenizer = copy.deepcopy(reference_tokenizer)
     tokenizer.pad_token = "!"
-    alphas = alphas_cumprod(scaled_linear_betas())
-    common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
-                  steps_offset=1, prediction_type="v_prediction")
-    pipes = {}
-    for name, scheduler in {"ddim": DDIMScheduler(clip_sample=False, **common),
-                            "pndm": PNDMScheduler(skip_prk_steps=True, **common)}.items():
-        scheduler.alphas_cumprod, scheduler.final_alpha_cumprod = alphas, alphas[0]
-        unet, vae, text = reference_sd2_parts
-        pipe = StableDiffusionPipelineSafe(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                           requires_safety_checker=False)
-        pipe.safety_concept = sld.DEFAULT_CONCEPT
-        pipe.set_progress_bar_config(disable=True)
-        pipes[name] = pipe
-    return pipes
+    return {name: reference_pipeline(reference_sd2_parts, tokenizer, float64_scheduler(cls, prediction_type="v_prediction"))
+            for name, cls in (("ddim", "DDIMScheduler"), ("pndm", "PNDMScheduler"))}
 
 
 def run_reference(pipe, latents, hook):
     captured = {}
     out = pipe(["a photo of a cat", "a red car"], height=64, width=64, num_inference_steps=STEPS, guidance_scale=7.5,
                negative_prompt=["blurry", "dark"], latents=latents.clone(), output_type="np",
-               callback=lambda i, t, x: captured.__setitem__("x", x),
-               sld_guidance_scale=hook.guidance_scale, sld_warmup_steps=hook.warmup_steps, sld_threshold=hook.threshold,
-               sld_momentum_scale=hook.momentum_scale, sld_mom_beta=hook.momentum_beta)
+               callback=lambda i, t, x: captured.__setitem__("x", x), **diffusers_sld_kwargs(hook))
     return out.images, captured["x"]
 
 

@@ -8,6 +8,7 @@ from models.loader import build
 from models.sd1 import TINY_SD1
 from sld.pipeline import Pipeline
 from sld.sega import SEGA_SAFETY_VALUES, EditConcept, sega_safety
+from reference import float64_scheduler, reference_pipeline
 
 STEPS = 30
 IMAGE_TOL = 1e-6
@@ -21,21 +22,7 @@ def ours(tiny_weights):
 
 @pytest.fixture(scope="module")
 def reference(reference_parts, reference_tokenizer):
-    from diffusers import DDIMScheduler
-    from diffusers.pipelines.deprecated.semantic_stable_diffusion import SemanticStableDiffusionPipeline
-
-    from sampling.schedule import alphas_cumprod, scaled_linear_betas
-
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    alphas = alphas_cumprod(scaled_linear_betas())
-    scheduler.alphas_cumprod, scheduler.final_alpha_cumprod = alphas, alphas[0]
-    unet, vae, text = reference_parts
-    pipe = SemanticStableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=reference_tokenizer, unet=unet,
-                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                           requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return reference_pipeline(reference_parts, reference_tokenizer, float64_scheduler("DDIMScheduler"), kind="semantic")
 
 
 EDITS = (

@@ -1,0 +1,45 @@
+"""Reference pipelines and schedulers from diffusers, set up the way the parity tests compare against them."""
+
+
+SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
+                    steps_offset=1)
+
+
+def float64_scheduler(name: str, **config):
+    """A diffusers DDIM or PNDM scheduler in SD's configuration, given our float64 alphas-bar (diffusers computes its
+    schedule in float32; tests/test_samplers.py bounds that difference separately)."""
+    import diffusers
+
+    from sampling.schedule import alphas_cumprod, scaled_linear_betas
+
+    extra = {"DDIMScheduler": dict(clip_sample=False), "PNDMScheduler": dict(skip_prk_steps=True)}[name]
+    scheduler = getattr(diffusers, name)(**SD_SCHEDULER, **extra, **config)
+    alphas = alphas_cumprod(scaled_linear_betas())
+    scheduler.alphas_cumprod, scheduler.final_alpha_cumprod = alphas, alphas[0]
+    return scheduler
+
+
+def reference_pipeline(parts, tokenizer, scheduler, kind: str = "safe"):
+    """diffusers' StableDiffusionPipelineSafe (kind "safe", with the paper's concept) or SemanticStableDiffusionPipeline
+    (kind "semantic") over the reference parts, without the safety checker."""
+    from diffusers.pipelines.deprecated.semantic_stable_diffusion import SemanticStableDiffusionPipeline
+    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
+
+    import sld
+
+    cls = StableDiffusionPipelineSafe if kind == "safe" else SemanticStableDiffusionPipeline
+    unet, vae, text = parts
+    pipe = cls(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler, safety_checker=None,
+               feature_extractor=None, requires_safety_checker=False)
+    if kind == "safe":
+        pipe.safety_concept = sld.DEFAULT_CONCEPT
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def diffusers_sld_kwargs(hook) -> dict:
+    """StableDiffusionPipelineSafe's arguments for an sld.SLD (None: SLD off)."""
+    if hook is None:
+        return dict(sld_guidance_scale=0.0)
+    return dict(sld_guidance_scale=hook.guidance_scale, sld_warmup_steps=hook.warmup_steps,
+                sld_threshold=hook.threshold, sld_momentum_scale=hook.momentum_scale, sld_mom_beta=hook.momentum_beta)
