@@ -4,14 +4,14 @@ setup(
     name="safe-latent-diffusion",
     version="0.1.0",
     description="From-scratch Safe Latent Diffusion (SLD) research toolkit for Stable Diffusion checkpoints",
-    packages=["sld", "models", "sampling"],
-    package_data={"models": ["data/*.txt.gz"]},
+    packages=["sld", "sld.eval", "models", "sampling"],
+    package_data={"models": ["data/*.txt.gz"], "sld": ["data/*.csv"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1,<2.15",
         "safetensors>=0.4",
         "numpy>=1.24",
-        "pillow>=9",
+        "pillow>=10.1",  # ImageFont.load_default(size=...) for grid labels
         "omegaconf>=2.3",
         "tqdm>=4.60",
         "ftfy>=6.1",
@@ -27,6 +27,8 @@ setup(
             "ipykernel>=6",
             "matplotlib>=3.7",
         ],
+        # `sld i2p`: Lightning Fabric for --devices/--num-nodes above 1, matplotlib for report.png
+        "i2p": ["lightning>=2.1", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["sld=sld.cli:main"]},
 )

@@ -1,0 +1,95 @@
+"""The `sld` command (also `python -m sld`): generate, compare and info, thin over the Python API.
+
+    sld generate --prompt "a photo of a cat" --preset strong --out outputs
+    sld generate --config configs/experiments/example.yaml sld.threshold=0.02 sampler.steps=30
+    sld compare --model v1-5-pruned-emaonly.safetensors --prompt "..." --seed 3 --out grids
+    sld info v1-5-pruned-emaonly.safetensors
+
+Bad input is one line on stderr naming the problem and what is allowed, exit status 2; Ctrl-C exits 130 and
+keeps every finished image.
+"""
+import argparse
+import re
+import sys
+
+from sld import __version__
+from sld.compare import run_compare
+from sld.flags import COMMAND_FLAGS, FLAGS
+from sld.generate import run_generate
+from sld.info import run_info
+from sld.runconfig import RunConfig, load_run_config
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+DESCRIPTIONS = {
+    "generate": "Write one PNG per image, with its generation record embedded; finished images are skipped.",
+    "compare": "The same prompt and seed under no SLD and each SLD setting, as one labelled grid PNG.",
+    "info": "Family, prediction type, dtype, parameter counts and EMA of a checkpoint, without building it.",
+}
+
+
+class UsageError(ValueError):
+    """A command line argparse rejects."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    defaults = RunConfig()
+    for flag in (flag for flag in FLAGS if flag.name in COMMAND_FLAGS[command]):
+        section, _, key = flag.key.rpartition(".")
+        default = getattr(getattr(defaults, section) if section else defaults, key)
+        shown = f"{flag.key}" + ("" if default is None else f"; default: {default}")
+        parser.add_argument(flag.name, dest=flag.key, metavar=None if flag.choices else flag.metavar, type=flag.type,
+                            choices=flag.choices or None, default=argparse.SUPPRESS, help=f"{flag.help} [{shown}]")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML run configuration; repeat to merge several, later files win")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="omegaconf dotlist overrides applied after the config files, e.g. sld.threshold=0.02")
+
+
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    top = OneLineParser(prog="sld", description="Safe Latent Diffusion: generate, compare and inspect.")
+    top.add_argument("--version", action="version", version=f"sld {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{generate,compare,info}")
+    parsers = {name: commands.add_parser(name, help=text, description=text) for name, text in DESCRIPTIONS.items()}
+    _add_run_arguments(parsers["generate"], "generate")
+    _add_run_arguments(parsers["compare"], "compare")
+    parsers["info"].add_argument("path", help="a .safetensors/.ckpt file, a diffusers folder, or 'tiny'")
+    return top, parsers
+
+
+def run(argv: list[str]) -> int:
+    top, parsers = build_parsers()
+    if not argv or argv[0] not in parsers:
+        top.parse_args(argv)  # --help, --version, or a one-line error about the command
+    command, parser = argv[0], parsers[argv[0]]
+    args = vars(parser.parse_intermixed_args(argv[1:]))
+    if command == "info":
+        return run_info(args["path"])
+    config_files, overrides = args.pop("config"), args.pop("overrides")
+    config = load_run_config(config_files, overrides, args)
+    return run_generate(config) if command == "generate" else run_compare(config)
+
+
+def one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return re.sub(r"\s*\n\s*", " ", str(error)).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("sld: interrupted; finished images are complete, rerun the same command to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UsageError as error:
+        print(f"{one_line(error).replace(': ', ': error: ', 1)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ValueError, OSError) as error:  # CheckpointError is a ValueError
+        print(f"sld: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT

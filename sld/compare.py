@@ -1,0 +1,76 @@
+"""`sld compare`: one prompt under SD (no SLD) and SLD settings side by side, one labelled grid PNG.
+
+Columns are `compare.settings` entries: `none`, a preset name, or `PRESET:key=value[:key=value]` with keys
+guidance_scale, threshold, warmup_steps, momentum_scale, momentum_beta. Row j uses seed `sampler.seed + j`, so
+a cell equals `sld generate` with that setting and seed.
+"""
+import dataclasses
+import sys
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from sld.flags import PRESET_CHOICES
+from sld.grid import labelled_grid
+from sld.records import grid_name, is_done, safety_record, save_png
+from sld.runconfig import SLD_VALUES, RunConfig
+from sld.runtime import generate_image, prepare_output_dir, progress, start_session
+from sld.safety import SLD, preset
+
+SETTING_FORMAT = f"none, a preset ({', '.join(PRESET_CHOICES[1:])}) or PRESET:key=value[:key=value] " \
+                 f"with keys {', '.join(SLD_VALUES)}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    preset: str
+    safety: SLD | None
+
+
+def _value(entry: str, item: str) -> tuple[str, float | int]:
+    key, equals, text = item.partition("=")
+    if not equals or key not in SLD_VALUES:
+        raise ValueError(f"compare setting {entry!r}: {item!r} is not KEY=VALUE with a known key; "
+                         f"allowed: {SETTING_FORMAT}")
+    try:
+        return key, int(text) if key == "warmup_steps" else float(text)
+    except ValueError:
+        kind = "an integer" if key == "warmup_steps" else "a number"
+        raise ValueError(f"compare setting {entry!r}: {key}={text!r} is invalid; allowed: {kind}") from None
+
+
+def parse_setting(entry: str, concept: str | None) -> Setting:
+    """`none` | `strong` | `strong:threshold=0.02:warmup_steps=5`; the concept applies to every SLD setting."""
+    name, *items = entry.split(":")
+    if name not in PRESET_CHOICES or (name == "none" and items):
+        raise ValueError(f"compare setting {entry!r} is unknown; allowed: {SETTING_FORMAT}")
+    if name == "none":
+        return Setting("none", "none", None)
+    values = dict(_value(entry, item) for item in items)
+    if concept is not None:
+        values["concept"] = concept
+    return Setting(" ".join([name, *items]), name, dataclasses.replace(preset(name), **values))
+
+
+def run_compare(run: RunConfig) -> int:
+    if run.prompt.text is None or run.prompt.file is not None:
+        raise ValueError("compare takes one prompt: give --prompt TEXT (prompt.text) and no prompt.file")
+    settings = [parse_setting(entry, run.sld.concept) for entry in run.compare.settings]
+    if not settings:
+        raise ValueError(f"--settings (compare.settings) is empty; allowed: a comma-separated list of {SETTING_FORMAT}")
+    out = prepare_output_dir(run.out)
+    session = start_session(run)
+    seeds = [run.sampler.seed + row for row in range(run.image.n)]
+    record = {**session.record, "prompt": run.prompt.text, "seed": seeds[0], "seeds": seeds,
+              "cells": [{"label": s.label, "safety": safety_record(s.safety, s.preset)} for s in settings]}
+    path = out / grid_name(record)
+    if is_done(path, record):
+        print(f"sld: {path} already done", file=sys.stderr)
+        return 0
+    with progress(len(seeds) * len(settings) * session.steps_per_image, "compare") as bar:
+        images = [generate_image(session, run.prompt.text, seed, setting.safety, bar)
+                  for seed in seeds for setting in settings]
+    save_png(labelled_grid(images, [s.label for s in settings], len(settings)), path, record)
+    tqdm.write(str(path))
+    return 0

@@ -1,0 +1,75 @@
+"""The `sld` command-line flags: each one sets exactly one key of the run configuration (sld/runconfig.py).
+
+One table keeps flags and YAML consistent: `--steps 30` and `sampler.steps=30` set the same value, and error
+messages name both spellings.
+"""
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sampling.samplers import SAMPLERS
+from sampling.schedule import SPACINGS
+from sld.safety import PRESET_VALUES
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
+PRESET_CHOICES = ("none", *PRESET_VALUES)
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str  # "--steps"
+    key: str  # "sampler.steps"
+    metavar: str
+    help: str
+    type: Callable[[str], object] = str
+    choices: tuple[str, ...] = ()
+
+
+FLAGS = (
+    Flag("--model", "model.path", "PATH", "'tiny' (random weights, draws noise), a .safetensors/.ckpt file or a "
+         "diffusers folder"),
+    Flag("--prompt", "prompt.text", "TEXT", "the prompt"),
+    Flag("--prompt-file", "prompt.file", "FILE", "UTF-8 text, one prompt per line (blank and # lines skipped)"),
+    Flag("--negative", "prompt.negative", "TEXT", "negative prompt (replaces the unconditional prompt)"),
+    Flag("--preset", "sld.preset", "NAME", "SLD configuration to start from", choices=PRESET_CHOICES),
+    Flag("--concept", "sld.concept", "TEXT", "safety concept (default: the paper's)"),
+    Flag("--sld-guidance-scale", "sld.guidance_scale", "S_S", "SLD guidance scale s_S", float),
+    Flag("--sld-threshold", "sld.threshold", "LAMBDA", "SLD threshold lambda", float),
+    Flag("--sld-warmup-steps", "sld.warmup_steps", "DELTA", "SLD warm-up delta (model evaluations)", int),
+    Flag("--sld-momentum-scale", "sld.momentum_scale", "S_M", "SLD momentum scale s_m", float),
+    Flag("--sld-momentum-beta", "sld.momentum_beta", "BETA_M", "SLD momentum beta_m", float),
+    Flag("--settings", "compare.settings", "LIST", "comma-separated grid columns: none, a preset, or "
+         "PRESET:key=value[:key=value] (keys: guidance_scale, threshold, warmup_steps, momentum_scale, "
+         "momentum_beta)", comma_list),
+    Flag("--sampler", "sampler.name", "NAME", "sampler", choices=SAMPLERS),
+    Flag("--spacing", "sampler.spacing", "NAME", "timestep spacing (default: the sampler's)", choices=SPACINGS),
+    Flag("--steps", "sampler.steps", "N", "sampling steps", int),
+    Flag("--cfg", "sampler.cfg", "SCALE", "classifier-free guidance scale", float),
+    Flag("--seed", "sampler.seed", "N", "seed of the first image; image k of a run uses seed + k", int),
+    Flag("--n", "image.n", "N", "images per prompt (compare: rows, one seed each)", int),
+    Flag("--height", "image.height", "PX", "image height, a multiple of 8 (default: the model's native size)",
+         int),
+    Flag("--width", "image.width", "PX", "image width, a multiple of 8 (default: the model's native size)", int),
+    Flag("--dtype", "model.dtype", "NAME", "dtype to compute in", choices=DTYPE_NAMES),
+    Flag("--device", "model.device", "NAME", "torch device: cpu, cuda, cuda:1, mps"),
+    Flag("--out", "out", "DIR", "output directory"),
+)
+
+FLAG_BY_NAME = {flag.name: flag for flag in FLAGS}
+FLAG_BY_KEY = {flag.key: flag for flag in FLAGS}
+_COMMON = ("--model", "--prompt", "--negative", "--concept", "--sampler", "--spacing", "--steps", "--cfg", "--seed",
+           "--n", "--height", "--width", "--dtype", "--device", "--out")
+COMMAND_FLAGS = {
+    "generate": _COMMON + ("--prompt-file", "--preset", "--sld-guidance-scale", "--sld-threshold", "--sld-warmup-steps",
+                           "--sld-momentum-scale", "--sld-momentum-beta"),
+    "compare": _COMMON + ("--settings",),
+}
+
+
+def describe(key: str) -> str:
+    """How a user sets `key`: "--steps (sampler.steps)", or the key alone when no flag sets it."""
+    flag = FLAG_BY_KEY.get(key)
+    return f"{flag.name} ({key})" if flag else key

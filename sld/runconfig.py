@@ -1,0 +1,199 @@
+"""The run configuration of the `sld` command: a dataclass schema (an omegaconf structured config).
+
+Sources, later ones winning: the defaults below, each `--config` YAML file in order, dotlist overrides
+(`sld.threshold=0.02 sampler.steps=30`), then flags. configs/defaults.yaml lists every key with its default.
+"""
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from models.detect import PREDICTIONS
+from sampling.samplers import Plan, plan_sampling
+from sampling.schedule import alphas_cumprod, scaled_linear_betas
+from sld.flags import DTYPE_NAMES, PRESET_CHOICES, describe
+from sld.safety import PRESET_VALUES, SLD, preset
+
+SLD_VALUES = ("guidance_scale", "threshold", "warmup_steps", "momentum_scale", "momentum_beta")
+SIZE_MULTIPLE = 8  # the Stable Diffusion VAE's downscale factor
+MAX_SEED = 2**63 - 1
+DOTLIST_ITEM = re.compile(r"^[A-Za-z_][\w.]*=")
+TRAINING_SCHEDULE = alphas_cumprod(scaled_linear_betas())  # every SD 1.x / 2.x model's, as the pipeline uses
+
+
+@dataclass
+class ModelSection:
+    path: str = "tiny"  # "tiny" | a .safetensors/.ckpt file | a diffusers folder
+    dtype: str = "float32"
+    device: str = "cpu"
+    ema: bool = False  # use the EMA UNet weights of a CompVis training checkpoint
+    prediction: str | None = None  # None: detect | "epsilon" | "v"
+
+
+@dataclass
+class PromptSection:
+    text: str | None = None
+    file: str | None = None  # one prompt per line
+    negative: str | None = None
+
+
+@dataclass
+class SamplerSection:
+    name: str = "pndm"
+    spacing: str | None = None  # None: the sampler's default
+    steps: int = 50
+    cfg: float = 7.5
+    eta: float = 0.0  # samplers that take it: ddim, ddpm
+    karras: bool = False  # Karras sigmas, for the samplers that support them
+    seed: int = 0  # image k of a run uses seed + k
+
+
+@dataclass
+class ImageSection:
+    height: int | None = None  # None: the model's native size (512; 768 for v-prediction models; 64 for tiny)
+    width: int | None = None
+    n: int = 1  # images per prompt (compare: rows)
+
+
+@dataclass
+class SLDSection:
+    preset: str = "medium"  # "none" | "weak" | "medium" | "strong" | "max"
+    concept: str | None = None  # None: the paper's concept
+    guidance_scale: float | None = None  # None: the preset's value
+    threshold: float | None = None
+    warmup_steps: int | None = None
+    momentum_scale: float | None = None
+    momentum_beta: float | None = None
+
+
+@dataclass
+class CompareSection:
+    settings: list[str] = field(default_factory=lambda: list(PRESET_CHOICES))
+
+
+@dataclass
+class RunConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    prompt: PromptSection = field(default_factory=PromptSection)
+    sampler: SamplerSection = field(default_factory=SamplerSection)
+    image: ImageSection = field(default_factory=ImageSection)
+    sld: SLDSection = field(default_factory=SLDSection)
+    compare: CompareSection = field(default_factory=CompareSection)
+    out: str = "outputs"
+
+
+def _config_error(source: str, error: OmegaConfBaseException) -> ValueError:
+    """One line naming the source, the key and, for an unknown key, the keys allowed there."""
+    key = getattr(error, "full_key", None)
+    first_line = str(error).splitlines()[0]
+    if isinstance(error, ConfigKeyError) and key:
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(OmegaConf.structured(RunConfig), parent) if parent else OmegaConf.structured(RunConfig)
+        allowed = ", ".join(f"{parent}.{k}" if parent else k for k in node) if OmegaConf.is_dict(node) else "none"
+        return ValueError(f"{source}: unknown key {key!r}; allowed: {allowed}")
+    return ValueError(f"{source}: {first_line}" + (f" (key {key})" if key else ""))
+
+
+def _merge(config, other, source: str):
+    try:
+        return OmegaConf.merge(config, other)
+    except OmegaConfBaseException as error:
+        raise _config_error(source, error) from None
+
+
+def _read_yaml(path: str):
+    try:
+        loaded = OmegaConf.load(path)
+    except OSError as error:
+        raise ValueError(f"config file {path!r} cannot be read ({error.strerror or error}); "
+                         "allowed: a readable YAML file") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path!r} is not valid YAML ({' '.join(str(error).split())})") from None
+    if not OmegaConf.is_dict(loaded):
+        raise ValueError(f"config file {path!r} must hold a mapping of sections (model, prompt, sampler, image, "
+                         "sld, compare, out)")
+    return loaded
+
+
+def _dotlist(overrides: list[str]):
+    for item in overrides:
+        if not DOTLIST_ITEM.match(item):
+            raise ValueError(f"override {item!r} is not KEY=VALUE; allowed: dotted keys such as sampler.steps=30")
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as error:
+        raise _config_error("overrides", error) from None
+
+
+def load_run_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> RunConfig:
+    """Defaults <- YAML files <- dotlist overrides <- flags (a dict from dotted key to value); validated."""
+    config = OmegaConf.structured(RunConfig)
+    for path in config_files:
+        config = _merge(config, _read_yaml(path), f"config file {path!r}")
+    config = _merge(config, _dotlist(overrides), "overrides")
+    try:
+        run = OmegaConf.to_object(config)
+    except OmegaConfBaseException as error:
+        raise _config_error("config", error) from None
+    for key, value in flags.items():
+        section, _, name = key.rpartition(".")
+        setattr(getattr(run, section) if section else run, name, value)
+    check_run_config(run)
+    return run
+
+
+def _check_choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{describe(key)}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")
+
+
+def _check_size(key: str, value: int | None) -> None:
+    if value is not None and (value < SIZE_MULTIPLE or value % SIZE_MULTIPLE):
+        raise ValueError(f"{describe(key)}={value} is invalid; allowed: a positive multiple of {SIZE_MULTIPLE}")
+
+
+def check_run_config(run: RunConfig) -> None:
+    """Every value the command uses, before any model work: ValueError naming the setting and what is allowed."""
+    _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
+    _check_choice("model.prediction", run.model.prediction, (None, *PREDICTIONS))
+    _check_choice("sld.preset", run.sld.preset, PRESET_CHOICES)
+    sampling_plan(run.sampler)
+    if run.sampler.cfg < 0:
+        raise ValueError(f"{describe('sampler.cfg')}={run.sampler.cfg} is invalid; allowed: a number >= 0")
+    if not 0 <= run.sampler.seed <= MAX_SEED:
+        raise ValueError(f"{describe('sampler.seed')}={run.sampler.seed} is invalid; allowed: 0..{MAX_SEED}")
+    _check_size("image.height", run.image.height)
+    _check_size("image.width", run.image.width)
+    if run.image.n < 1:
+        raise ValueError(f"{describe('image.n')}={run.image.n} is invalid; allowed: an integer >= 1")
+    safety_setting(run.sld)
+
+
+def sampling_plan(section: SamplerSection) -> Plan:
+    """The checked sampler with its placed schedule (the timesteps it visits), without any model."""
+    return plan_sampling(section.name, section.steps, section.spacing, TRAINING_SCHEDULE, eta=section.eta,
+                         karras=section.karras)
+
+
+def spacing_of(section: SamplerSection, plan: Plan) -> str:
+    """The spacing a run uses: the configured one, else the sampler's default."""
+    return section.spacing or plan.sampler.family.spacings[0]
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+def safety_setting(section: SLDSection) -> SLD | None:
+    """The exact SLD hook the section asks for: a preset with any values replaced, or None for "none"."""
+    given = {key: getattr(section, key) for key in (*SLD_VALUES, "concept") if getattr(section, key) is not None}
+    if section.preset == "none":
+        if given:
+            raise ValueError(f"{describe('sld.' + next(iter(given)))} is set but {describe('sld.preset')} is 'none'; "
+                             f"allowed: choose a preset to start from ({', '.join(PRESET_VALUES)})")
+        return None
+    return dataclasses.replace(preset(section.preset), **given)

@@ -1,0 +1,93 @@
+"""What `sld generate` and `sld compare` share: loading the model, the image size, the sampling plan, the output
+folder, the progress bar and one image per call."""
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+import sld
+from sld.api import TINY
+from sld.model_id import model_id
+from sld.pipeline import Pipeline
+from sld.records import generation_record
+from sld.runconfig import ModelSection, RunConfig, sampling_plan, spacing_of, torch_dtype
+from sld.safety import SLD
+
+NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
+TINY_SIZE = 64  # the random tiny model's default: seconds per image on a CPU
+
+
+def check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device; allowed: cpu, cuda, cuda:N, mps") from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        raise ValueError(f"--device {name!r} is not available on this machine; allowed: cpu"
+                         + (", cuda" if torch.cuda.is_available() else ""))
+    return device
+
+
+def load_pipeline(section: ModelSection) -> Pipeline:
+    if section.path != TINY and not os.path.exists(section.path):
+        raise ValueError(f"--model {section.path!r}: no such file or folder; allowed: 'tiny', a .safetensors or "
+                         ".ckpt file, or a diffusers folder")
+    return sld.load(section.path, device=check_device(section.device), dtype=torch_dtype(section.dtype),
+                    ema=section.ema, prediction=section.prediction)
+
+
+def prepare_output_dir(path: str) -> Path:
+    """Create the folder and prove it is writable before any model work."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {path!r} is a file; allowed: a folder you can write to (created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {path!r} cannot be written ({error.strerror or error}); "
+                         "allowed: a folder you can write to (created if missing)") from None
+    return folder
+
+
+@dataclass(frozen=True)
+class Session:
+    """A loaded model and what every image of one run shares."""
+
+    run: RunConfig
+    pipe: Pipeline
+    height: int
+    width: int
+    spacing: str
+    steps_per_image: int  # sampler callbacks, one per timestep
+    record: dict  # sld.records.generation_record
+
+
+def start_session(run: RunConfig) -> Session:
+    plan = sampling_plan(run.sampler)
+    pipe = load_pipeline(run.model)
+    native = TINY_SIZE if pipe.source == TINY else NATIVE_SIZE[pipe.model.cfg.prediction]
+    height, width = run.image.height or native, run.image.width or native
+    spacing = spacing_of(run.sampler, plan)
+    record = generation_record(run, model_id(run.model.path), pipe.model.cfg.family, pipe.model.cfg.prediction,
+                               spacing, plan.schedule.timesteps, height, width)
+    return Session(run, pipe, height, width, spacing, len(plan.schedule.timesteps), record)
+
+
+def progress(total: int, description: str) -> tqdm:
+    """One bar over every sampler step of the run, on stderr."""
+    return tqdm(total=total, desc=description, unit="step", dynamic_ncols=True)
+
+
+def generate_image(session: Session, prompt: str, seed: int, safety: SLD | None, bar: tqdm) -> Image.Image:
+    run = session.run
+    return session.pipe(prompt, negative_prompt=run.prompt.negative, height=session.height, width=session.width,
+                        steps=run.sampler.steps, guidance_scale=run.sampler.cfg, sampler=run.sampler.name,
+                        spacing=session.spacing, eta=run.sampler.eta, karras=run.sampler.karras, seed=seed,
+                        safety=safety, callback=lambda i, t, x: bar.update()).images[0]
