@@ -205,7 +205,7 @@ def text_encoder_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return _convert(sd, _clip_module, TEXT_PREFIX, "text encoder", dropped=CLIP_DROPPED)
 
 
-def _weight_file(part: Path) -> Path | None:
+def weight_file(part: Path) -> Path | None:
     """The part's weights: full precision first, the `.fp16.` variant only when it is all there is."""
     for name in WEIGHT_FILES + FP16_WEIGHT_FILES:
         if (part / name).is_file():
@@ -271,7 +271,7 @@ PART_CONVERTERS = {"unet": unet_to_compvis, "vae": vae_to_compvis, "text_encoder
 def read_diffusers_folder(folder: str | Path) -> dict[str, torch.Tensor]:
     """A diffusers pipeline folder (unet/, vae/, text_encoder/) -> CompVis-layout state dict."""
     folder = Path(folder)
-    files = {part: _weight_file(folder / part) for part in PART_CONVERTERS}
+    files = {part: weight_file(folder / part) for part in PART_CONVERTERS}
     missing = [f"{part}/" for part, file in files.items() if file is None]
     if missing:
         raise CheckpointError(

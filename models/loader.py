@@ -14,7 +14,7 @@ from models.checkpoint import CheckpointError, drop_training_buffers, format_key
 from models.diffusers_keys import scheduler_prediction
 from models.clip import CLIPTextEncoder
 from models.config import ModelConfig
-from models.detect import V_MARKER, detect
+from models.detect import V_MARKER, Detection, detect
 from models.openclip import OpenCLIPTextEncoder, drop_unused_openclip
 from models.unet import UNet
 from models.vae import AutoencoderKL
@@ -83,13 +83,21 @@ def build(cfg: ModelConfig, sd: dict[str, torch.Tensor], device: str | torch.dev
     return model.eval().requires_grad_(False)
 
 
+def prepare_state_dict(raw: dict[str, torch.Tensor], path: str, ema: bool = False, prediction: str | None = None,
+                       hint: str | None = None) -> tuple[dict[str, torch.Tensor], Detection]:
+    """The weights a file's tensors give the model (EMA or regular, without training buffers, unused OpenCLIP
+    tensors and the `v_pred` marker) and what detection makes of them; `hint`: a diffusers scheduler's prediction."""
+    sd = drop_unused_openclip(drop_training_buffers(select_weights(raw, ema=ema, source=path)))
+    found = detect(sd, path, prediction, hint)
+    sd.pop(V_MARKER, None)
+    return sd, found
+
+
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                     ema: bool = False, prediction: str | None = None) -> LoadedCheckpoint:
     raw = read_checkpoint(path)
     has_ema = any(k.startswith("model_ema.") for k in raw)
-    sd = drop_unused_openclip(drop_training_buffers(select_weights(raw, ema=ema, source=str(path))))
-    found = detect(sd, str(path), prediction, scheduler_prediction(path))
-    sd.pop(V_MARKER, None)
+    sd, found = prepare_state_dict(raw, str(path), ema, prediction, scheduler_prediction(path))
     return LoadedCheckpoint(build(found.config, sd, device, dtype, str(path)), str(path), has_ema, found.prediction_reason)
 
 

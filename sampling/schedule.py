@@ -45,10 +45,11 @@ def timesteps(steps: int, spacing: str = "leading", num_train_steps: int = NUM_T
         raise ValueError(f"spacing={spacing!r} is not supported; allowed values: {SPACINGS}")
     ascending = _ascending(steps, spacing, num_train_steps)
     if ascending[-1] >= num_train_steps:
+        below, above = _nearest_valid(steps, spacing, num_train_steps)
         raise ValueError(
             f"steps={steps} with spacing={spacing!r} reaches timestep {ascending[-1]}, past the "
-            f"{num_train_steps}-step schedule; allowed steps for this spacing: "
-            f"1..{_max_steps(spacing, num_train_steps)}"
+            f"{num_train_steps}-step schedule (the reference would index past it too); nearest allowed step counts "
+            f"for this spacing: {' and '.join(str(n) for n in (below, above) if n)}"
         )
     return ascending[::-1]
 
@@ -82,11 +83,15 @@ def _ascending(steps: int, spacing: str, num_train_steps: int) -> list[float]:
     return [t + 1 for t in range(0, num_train_steps, stride)]
 
 
-def _max_steps(spacing: str, num_train_steps: int) -> int:
-    for steps in range(num_train_steps, 0, -1):
-        if _ascending(steps, spacing, num_train_steps)[-1] < num_train_steps:
-            return steps
-    return 0
+def _fits(steps: int, spacing: str, num_train_steps: int) -> bool:
+    return _ascending(steps, spacing, num_train_steps)[-1] < num_train_steps
+
+
+def _nearest_valid(steps: int, spacing: str, num_train_steps: int) -> tuple[int | None, int | None]:
+    """The closest step counts below and above `steps` whose timesteps stay inside the schedule."""
+    below = next((n for n in range(steps - 1, 0, -1) if _fits(n, spacing, num_train_steps)), None)
+    above = next((n for n in range(steps + 1, num_train_steps + 1) if _fits(n, spacing, num_train_steps)), None)
+    return below, above
 
 
 def linspace(start: float, stop: float, num: int) -> list[float]:

@@ -170,9 +170,11 @@ def test_bad_steps(steps):
         timesteps(steps)
 
 
-@pytest.mark.parametrize(("steps", "spacing", "limit"), [(1000, "leading", 999), (501, "compvis", 500)])
-def test_steps_reaching_timestep_1000(steps, spacing, limit):
-    with pytest.raises(ValueError, match=rf"1\.\.{limit}"):
+@pytest.mark.parametrize(("steps", "spacing", "nearest"), [(1000, "leading", "999"), (501, "compvis", "500"),
+                                                         (3, "compvis", "2 and 4"), (333, "compvis", "250 and 334")])
+def test_steps_reaching_timestep_1000(steps, spacing, nearest):
+    """CompVis' own make_ddim_timesteps places timestep 1000 for these counts and then indexes past its schedule."""
+    with pytest.raises(ValueError, match=f"reaches timestep 1000.*nearest allowed step counts for this spacing: {nearest}$"):
         timesteps(steps, spacing)
 
 
