@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import TextConfig
-from models.layers import attend
+from models.layers import Embedding, LayerNorm, Linear, attend, compute_dtype
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -23,7 +23,7 @@ class CLIPAttention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(width, width) for _ in range(4))
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(width, width) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_proj(attend(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, causal=True))
@@ -33,8 +33,8 @@ class CLIPMLP(nn.Module):
     def __init__(self, width: int, hidden: int, activation: str):
         super().__init__()
         self.activation = ACTIVATIONS[activation]
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
+        self.fc1 = Linear(width, hidden)
+        self.fc2 = Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation(self.fc1(x)))
@@ -44,9 +44,9 @@ class CLIPEncoderLayer(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.self_attn = CLIPAttention(cfg.width, cfg.heads)
-        self.layer_norm1 = nn.LayerNorm(cfg.width)
+        self.layer_norm1 = LayerNorm(cfg.width)
         self.mlp = CLIPMLP(cfg.width, cfg.width * cfg.mlp_ratio, cfg.activation)
-        self.layer_norm2 = nn.LayerNorm(cfg.width)
+        self.layer_norm2 = LayerNorm(cfg.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x))
@@ -56,8 +56,8 @@ class CLIPEncoderLayer(nn.Module):
 class CLIPEmbeddings(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.position_embedding = nn.Embedding(cfg.max_length, cfg.width)
+        self.token_embedding = Embedding(cfg.vocab_size, cfg.width)
+        self.position_embedding = Embedding(cfg.max_length, cfg.width)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.token_embedding(ids) + self.position_embedding.weight[: ids.shape[1]]
@@ -79,10 +79,12 @@ class CLIPTextTransformer(nn.Module):
         super().__init__()
         self.embeddings = CLIPEmbeddings(cfg)
         self.encoder = CLIPEncoder(cfg)
-        self.final_layer_norm = nn.LayerNorm(cfg.width)
+        self.final_layer_norm = LayerNorm(cfg.width)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.final_layer_norm(self.encoder(self.embeddings(ids)))
+        embedded = self.embeddings(ids)
+        hidden = self.encoder(embedded.to(compute_dtype(self.final_layer_norm.weight)))
+        return self.final_layer_norm(hidden).to(embedded.dtype)
 
 
 class CLIPTextModel(nn.Module):

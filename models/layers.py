@@ -1,18 +1,78 @@
-"""Building blocks shared by the UNet, the VAE and the text encoder."""
+"""Building blocks shared by the UNet, the VAE and the text encoder, and the half-precision compute policy.
+
+Half weights (bfloat16, float16) compute in their own dtype where the hardware multiplies them natively (GPUs;
+CPUs with AVX512-BF16 or AMX). On other CPUs oneDNN emulates half dot products several times slower than float32,
+so there the activations run in float32 and each layer widens its half weights as it uses them: the weights keep
+half the memory and the result is at least as accurate. `Linear`, `Conv2d`, `LayerNorm` and `GroupNorm` follow the
+dtype of their input; a network casts its input once to `compute_dtype(...)` and its output back.
+"""
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+@lru_cache(maxsize=None)
+def cpu_multiplies_natively(dtype: torch.dtype) -> bool:
+    """Whether this CPU has native dot products for `dtype` (bfloat16: AVX512-BF16 or AMX; float16: AMX-FP16)."""
+    def has(feature: str) -> bool:
+        return bool(getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)())
+
+    if dtype == torch.bfloat16:
+        return has("avx512_bf16") or has("amx_tile")
+    if dtype == torch.float16:
+        return has("amx_fp16")
+    return True
+
+
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a network's activations use for weights like `weight` (float32 for half weights on a CPU
+    without native half arithmetic; the weights' own dtype everywhere else)."""
+    if weight.dtype in HALF and weight.device.type == "cpu" and not cpu_multiplies_natively(weight.dtype):
+        return torch.float32
+    return weight.dtype
+
+
+def _like(param: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """`param` in the dtype of `x` (no copy when they already agree)."""
+    return None if param is None else param.to(x.dtype)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, _like(self.weight, x), _like(self.bias, x))
+
+
+class Conv2d(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, _like(self.weight, x), _like(self.bias, x))
+
+
+class LayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, _like(self.weight, x), _like(self.bias, x), self.eps)
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding without a random init on the meta device: there `normal_` falls back to a Python reference
+    whose first use costs over a second, most of a checkpoint load (the loader builds on meta, weights follow)."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
 
 
 class GroupNorm(nn.GroupNorm):
     """GroupNorm whose statistics are computed in float32 for half inputs (CompVis `GroupNorm32`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype not in (torch.float16, torch.bfloat16):
-            return super().forward(x)
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+        wide = torch.float32 if x.dtype in HALF else x.dtype
+        weight = None if self.weight is None else self.weight.to(wide)
+        bias = None if self.bias is None else self.bias.to(wide)
+        return F.group_norm(x.to(wide), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False,
@@ -22,7 +82,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal
     `upcast`: half-precision inputs are attended in float32 (SD 2.1's `upcast_attention`); no effect otherwise.
     """
     dtype = q.dtype
-    if upcast and dtype in (torch.float16, torch.bfloat16):
+    if upcast and dtype in HALF:
         q, k, v = q.float(), k.float(), v.float()
     b, n, inner = q.shape
     d = inner // heads

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import TextConfig
-from models.layers import attend
+from models.layers import Embedding, LayerNorm, Linear, attend, compute_dtype
 
 PREFIX = "cond_stage_model.model."
 UNUSED = ("text_projection", "logit_scale", "attn_mask")
@@ -26,18 +26,18 @@ class MultiheadSelfAttention(nn.Module):
         self.heads = heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
-        self.out_proj = nn.Linear(width, width)
+        self.out_proj = Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = F.linear(x, self.in_proj_weight.to(x.dtype), self.in_proj_bias.to(x.dtype)).chunk(3, dim=-1)
         return self.out_proj(attend(q, k, v, self.heads, causal=True))
 
 
 class MLP(nn.Module):
     def __init__(self, width: int, hidden: int):
         super().__init__()
-        self.c_fc = nn.Linear(width, hidden)
-        self.c_proj = nn.Linear(hidden, width)
+        self.c_fc = Linear(width, hidden)
+        self.c_proj = Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(F.gelu(self.c_fc(x)))
@@ -46,9 +46,9 @@ class MLP(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.width)
+        self.ln_1 = LayerNorm(cfg.width)
         self.attn = MultiheadSelfAttention(cfg.width, cfg.heads)
-        self.ln_2 = nn.LayerNorm(cfg.width)
+        self.ln_2 = LayerNorm(cfg.width)
         self.mlp = MLP(cfg.width, cfg.width * cfg.mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,10 +65,10 @@ class Transformer(nn.Module):
 class OpenCLIPTextModel(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.token_embedding = Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.max_length, cfg.width))
         self.transformer = Transformer(cfg)
-        self.ln_final = nn.LayerNorm(cfg.width)
+        self.ln_final = LayerNorm(cfg.width)
 
 
 class OpenCLIPTextEncoder(nn.Module):
@@ -80,10 +80,12 @@ class OpenCLIPTextEncoder(nn.Module):
         self.model = OpenCLIPTextModel(cfg)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.model.token_embedding(ids) + self.model.positional_embedding[: ids.shape[1]]
+        weights = self.model.positional_embedding
+        dtype = compute_dtype(weights)  # half weights compute in float32 on CPUs without native half (models/layers.py)
+        x = self.model.token_embedding(ids).to(dtype) + weights[: ids.shape[1]].to(dtype)
         for block in self.model.transformer.resblocks:
             x = block(x)
-        return self.model.ln_final(x)
+        return self.model.ln_final(x).to(weights.dtype)
 
 
 def drop_unused_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

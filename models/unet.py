@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import UNetConfig
-from models.layers import GroupNorm, attend
+from models.layers import Conv2d, GroupNorm, LayerNorm, Linear, attend, compute_dtype
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -24,15 +24,20 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def repeat_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """x with its batch repeated (branch-major) to `rows` rows; x itself when it has them already."""
+    return x if x.shape[0] == rows else x.repeat(rows // x.shape[0], *(1,) * (x.ndim - 1))
+
+
 class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_dim: int, out_channels: int, groups: int):
         super().__init__()
-        self.in_layers = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
+        self.in_layers = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), Linear(emb_dim, out_channels))
         self.out_layers = nn.Sequential(
-            GroupNorm(groups, out_channels), nn.SiLU(), nn.Identity(), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+            GroupNorm(groups, out_channels), nn.SiLU(), nn.Identity(), Conv2d(out_channels, out_channels, 3, padding=1)
         )
-        self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+        self.skip_connection = nn.Identity() if channels == out_channels else Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.in_layers(x) + self.emb_layers(emb)[:, :, None, None]
@@ -45,10 +50,10 @@ class CrossAttention(nn.Module):
         context_dim = context_dim or dim
         self.heads = heads
         self.upcast = upcast
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(context_dim, dim, bias=False)
-        self.to_v = nn.Linear(context_dim, dim, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Identity())
+        self.to_q = Linear(dim, dim, bias=False)
+        self.to_k = Linear(context_dim, dim, bias=False)
+        self.to_v = Linear(context_dim, dim, bias=False)
+        self.to_out = nn.Sequential(Linear(dim, dim), nn.Identity())
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
@@ -58,7 +63,7 @@ class CrossAttention(nn.Module):
 class GEGLU(nn.Module):
     def __init__(self, dim: int, inner: int):
         super().__init__()
-        self.proj = nn.Linear(dim, inner * 2)
+        self.proj = Linear(dim, inner * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # GLU variant with GELU gate (Shazeer 2020), as CompVis attention.py
@@ -69,7 +74,7 @@ class GEGLU(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int = 4):
         super().__init__()
-        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim))
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Identity(), Linear(dim * mult, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -81,10 +86,12 @@ class BasicTransformerBlock(nn.Module):
         self.attn1 = CrossAttention(dim, heads, upcast=upcast)
         self.ff = FeedForward(dim)
         self.attn2 = CrossAttention(dim, heads, context_dim, upcast=upcast)
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm1, self.norm2, self.norm3 = LayerNorm(dim), LayerNorm(dim), LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x with B rows and context with k * B rows: self-attention runs once, then x is repeated per branch."""
         x = x + self.attn1(self.norm1(x))
+        x = repeat_rows(x, context.shape[0])
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
 
@@ -95,14 +102,16 @@ class SpatialTransformer(nn.Module):
         super().__init__()
         self.linear = linear
         self.norm = GroupNorm(groups, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
+        self.proj_in = Linear(channels, channels) if linear else Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(channels, heads, context_dim, upcast) for _ in range(depth)
         )
-        self.proj_out = nn.Linear(channels, channels) if linear else nn.Conv2d(channels, channels, 1)
+        self.proj_out = Linear(channels, channels) if linear else Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        """x with B rows, context with k * B rows (k guidance branches sharing x): the part before the first
+        cross-attention runs once at batch B; the output has k * B rows, branch-major."""
+        c, h, w = x.shape[1:]
         tokens = self.norm(x)
         if not self.linear:
             tokens = self.proj_in(tokens)
@@ -113,16 +122,16 @@ class SpatialTransformer(nn.Module):
             tokens = block(tokens, context)
         if self.linear:
             tokens = self.proj_out(tokens)
-        tokens = tokens.transpose(1, 2).reshape(b, c, h, w)
+        tokens = tokens.transpose(1, 2).reshape(-1, c, h, w)
         if not self.linear:
             tokens = self.proj_out(tokens)
-        return x + tokens
+        return repeat_rows(x, tokens.shape[0]) + tokens
 
 
 class Downsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -131,7 +140,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, size: torch.Size | None = None) -> torch.Tensor:
         # `size`: the matching skip's resolution, for latents not divisible by 2**levels (as diffusers' upsample_size)
@@ -147,7 +156,7 @@ class TimestepEmbedSequential(nn.Sequential):
                 out_size: torch.Size | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
-                x = layer(x, emb)
+                x = layer(x, emb[: x.shape[0]])  # x may still be the shared B-row prefix (see UNet.forward)
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context)
             elif isinstance(layer, Upsample):
@@ -162,13 +171,13 @@ class UNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         mc, emb_dim, groups = cfg.model_channels, cfg.model_channels * 4, cfg.norm_groups
-        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = nn.Sequential(Linear(mc, emb_dim), nn.SiLU(), Linear(emb_dim, emb_dim))
 
         def transformer(ch: int) -> SpatialTransformer:
             return SpatialTransformer(ch, cfg.heads(ch), cfg.transformer_depth, cfg.context_dim, cfg.use_linear_proj, groups,
                                       cfg.upcast_attention)
 
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(Conv2d(cfg.in_channels, mc, 3, padding=1))])
         skip_channels, ch = [mc], mc
         last = len(cfg.channel_mult) - 1
         for level, mult in enumerate(cfg.channel_mult):
@@ -198,26 +207,32 @@ class UNet(nn.Module):
                     layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(GroupNorm(groups, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(GroupNorm(groups, ch), nn.SiLU(), Conv2d(mc, cfg.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
-        """x [B, C, H, W], t scalar or [B], context [k * B, 77, context_dim] -> model output [k * B, C, H, W].
+        """x [B, C, H, W], t scalar, [B] or [k * B], context [k * B, 77, context_dim] -> model output [k * B, C, H, W].
 
         With k > 1 (guidance branches) every branch sees the same latents: x is repeated k times, branch-major.
+        When the branches also share the timestep, everything before the first cross-attention (input conv,
+        residual blocks, the first self-attention) runs once at batch B and is repeated after it.
         """
         branches, rest = divmod(context.shape[0], x.shape[0])
         if rest:
             raise ValueError(f"context batch {context.shape[0]} must be a multiple of the latent batch {x.shape[0]}")
-        x = x.repeat(branches, 1, 1, 1)
+        rows, out_dtype = context.shape[0], x.dtype
+        dtype = compute_dtype(self.out[2].weight)
         t = torch.as_tensor(t, device=x.device).reshape(-1)
-        t = t.repeat(x.shape[0] // t.shape[0]) if t.shape[0] > 1 else t.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(x.dtype))
+        t = t.repeat(rows // t.shape[0]) if t.shape[0] > 1 else t.expand(rows)
+        if branches > 1 and not torch.equal(t.view(branches, -1), t[: x.shape[0]].expand(branches, -1)):
+            x = repeat_rows(x, rows)  # branches at different timesteps share nothing
+        x, context = x.to(dtype), context.to(dtype)
+        emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(dtype))
         h, skips = x, []
         for block in self.input_blocks:
             h = block(h, emb, context)
-            skips.append(h)
-        h = self.middle_block(h, emb, context)
+            skips.append(repeat_rows(h, rows))
+        h = self.middle_block(repeat_rows(h, rows), emb, context)
         for block in self.output_blocks:
             h = torch.cat([h, skips.pop()], dim=1)
             h = block(h, emb, context, skips[-1].shape[-2:] if skips else None)
-        return self.out(h)
+        return self.out(h).to(out_dtype)

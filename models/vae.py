@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VAEConfig
-from models.layers import GroupNorm, attend
+from models.layers import Conv2d, GroupNorm, attend, compute_dtype
 
 NORM_EPS = 1e-6  # CompVis `Normalize`
 
@@ -17,10 +17,10 @@ class ResnetBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, groups: int):
         super().__init__()
         self.norm1 = GroupNorm(groups, in_channels, eps=NORM_EPS)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2 = GroupNorm(groups, out_channels, eps=NORM_EPS)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -34,7 +34,7 @@ class AttnBlock(nn.Module):
     def __init__(self, channels: int, groups: int):
         super().__init__()
         self.norm = GroupNorm(groups, channels, eps=NORM_EPS)
-        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
+        self.q, self.k, self.v, self.proj_out = (Conv2d(channels, channels, 1) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -47,7 +47,7 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+        self.conv = Conv2d(channels, channels, 3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # asymmetric padding (right and bottom only), as CompVis Downsample
@@ -57,7 +57,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -100,7 +100,7 @@ class Encoder(nn.Module):
         super().__init__()
         widths = [cfg.base_channels * m for m in cfg.channel_mult]
         last = len(widths) - 1
-        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.base_channels, 3, padding=1)
+        self.conv_in = Conv2d(cfg.in_channels, cfg.base_channels, 3, padding=1)
         ins = [cfg.base_channels] + widths[:-1]
         self.down = nn.ModuleList(
             Level([c_in] + [c_out] * cfg.num_res_blocks, cfg.norm_groups, "down" if i != last else None)
@@ -108,7 +108,7 @@ class Encoder(nn.Module):
         )
         self.mid = MidBlock(widths[-1], cfg.norm_groups)
         self.norm_out = GroupNorm(cfg.norm_groups, widths[-1], eps=NORM_EPS)
-        self.conv_out = nn.Conv2d(widths[-1], 2 * cfg.z_channels, 3, padding=1)
+        self.conv_out = Conv2d(widths[-1], 2 * cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -121,7 +121,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         widths = [cfg.base_channels * m for m in cfg.channel_mult]
-        self.conv_in = nn.Conv2d(cfg.z_channels, widths[-1], 3, padding=1)
+        self.conv_in = Conv2d(cfg.z_channels, widths[-1], 3, padding=1)
         self.mid = MidBlock(widths[-1], cfg.norm_groups)
         ins = widths[1:] + [widths[-1]]  # level i receives the width of level i + 1 (decoded top-down)
         self.up = nn.ModuleList(
@@ -129,7 +129,7 @@ class Decoder(nn.Module):
             for i, (c_in, c_out) in enumerate(zip(ins, widths))
         )
         self.norm_out = GroupNorm(cfg.norm_groups, widths[0], eps=NORM_EPS)
-        self.conv_out = nn.Conv2d(widths[0], cfg.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(widths[0], cfg.out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
@@ -144,14 +144,14 @@ class AutoencoderKL(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+        self.quant_conv = Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
+        self.post_quant_conv = Conv2d(cfg.embed_dim, cfg.z_channels, 1)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1], [B, 3, H, W] -> mean of the latent posterior (before the scaling factor)."""
-        moments = self.quant_conv(self.encoder(image))
-        return moments[:, : self.cfg.embed_dim]
+        moments = self.quant_conv(self.encoder(image.to(compute_dtype(self.quant_conv.weight))))
+        return moments[:, : self.cfg.embed_dim].to(image.dtype)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents already divided by the scaling factor -> image in about [-1, 1] (not clamped)."""
-        return self.decoder(self.post_quant_conv(z))
+        return self.decoder(self.post_quant_conv(z.to(compute_dtype(self.post_quant_conv.weight)))).to(z.dtype)

@@ -1,0 +1,328 @@
+"""Benchmark the toolkit against diffusers on the same random weights, in one run (issue 5).
+
+One random-weight Stable Diffusion 1.5 (full size, or a tiny one with `--quick`) is saved once as a CompVis
+single `.safetensors` file and, converted by diffusers' own single-file converters, as a diffusers folder.
+Every measurement then runs in a fresh subprocess per implementation (peak RSS from `getrusage` in the child),
+the two implementations alternating, and the table shows medians over `--repeats` and the ratio ours/diffusers.
+
+    python scripts/benchmark.py --repeats 3      # full SD 1.5 at 512x512 (minutes per repeat on a small CPU)
+    python scripts/benchmark.py --quick          # tiny model at 64x64, seconds; what the test suite runs
+
+The SLD evaluation is one UNet call for 3 guidance branches (unconditional, prompt, safety concept) of one
+latent: ours takes x [1, 4, h, w] with context [3, 77, 768]; diffusers takes x repeated 3 times, as its pipeline
+does. FLOPs per UNet evaluation are counted once with `torch.utils.flop_counter.FlopCounterMode` on the meta
+device (convolutions, matmuls and attention, a multiply-add = 2 FLOPs; the 3 full branches, so the shared-prefix
+saving shows as a higher rate); the matmul peak is the best of a few square `torch.mm` calls in each dtype.
+diffusers and transformers are imported here only, never by the packages.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.config import ModelConfig, UNetConfig, VAEConfig  # noqa: E402
+from models.layers import cpu_multiplies_natively  # noqa: E402
+from models.loader import random_weights  # noqa: E402
+from models.sd1 import SD1, TINY_SD1  # noqa: E402
+
+BRANCHES = 3  # SLD: unconditional, prompt, safety concept
+TIMESTEP = 981
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+IMPLS = ("ours", "diffusers")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    cfg: ModelConfig
+    image_size: int
+    matmul_size: int
+
+
+FULL = Setting("SD 1.5 (random weights), 512x512", SD1, 512, 2048)
+QUICK = Setting("tiny SD 1 topology (random weights), 64x64", TINY_SD1, 64, 1024)
+
+# (task, row label); a task runs in its own subprocess and returns seconds and peak RSS
+TASKS = (
+    ("load", "load, float32 checkpoint from page cache"),
+    ("sld-float32", "SLD evaluation (3 branches), float32"),
+    ("sld-bfloat16", "SLD evaluation (3 branches), bfloat16"),
+    ("vae-float32", "VAE decode, float32"),
+    ("vae-bfloat16", "VAE decode, bfloat16"),
+)
+
+
+# ---------------------------------------------------------------- preparing the weights (once)
+
+def diffusers_unet_config(cfg: UNetConfig, sample_size: int) -> dict:
+    widths = tuple(cfg.model_channels * m for m in cfg.channel_mult)
+    down = tuple("CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(len(widths)))
+    up = tuple("CrossAttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in reversed(range(len(widths))))
+    return dict(sample_size=sample_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
+                block_out_channels=widths, layers_per_block=cfg.num_res_blocks, down_block_types=down,
+                up_block_types=up, cross_attention_dim=cfg.context_dim, attention_head_dim=cfg.num_heads,
+                norm_num_groups=cfg.norm_groups)
+
+
+def diffusers_vae_config(cfg: VAEConfig, sample_size: int) -> dict:
+    widths = tuple(cfg.base_channels * m for m in cfg.channel_mult)
+    return dict(in_channels=cfg.in_channels, out_channels=cfg.out_channels, block_out_channels=widths,
+                down_block_types=("DownEncoderBlock2D",) * len(widths), up_block_types=("UpDecoderBlock2D",) * len(widths),
+                layers_per_block=cfg.num_res_blocks, latent_channels=cfg.z_channels, norm_num_groups=cfg.norm_groups,
+                scaling_factor=cfg.scaling_factor, sample_size=sample_size)
+
+
+def save_diffusers_folder(sd: dict[str, torch.Tensor], setting: Setting, folder: Path) -> None:
+    """The same weights as a diffusers folder, converted by diffusers' single-file converters."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg, latent = setting.cfg, setting.image_size // setting.cfg.vae.downscale
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**diffusers_unet_config(cfg.unet, latent))
+        vae = AutoencoderKL(**diffusers_vae_config(cfg.vae, setting.image_size))
+    unet.load_state_dict(convert_ldm_unet_checkpoint(sd, unet.config), strict=True, assign=True)
+    unet.save_pretrained(folder / "unet")
+    vae.load_state_dict(convert_ldm_vae_checkpoint(sd, vae.config), strict=True, assign=True)
+    vae.save_pretrained(folder / "vae")
+    t = cfg.text
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.width * t.mlp_ratio,
+                                        num_hidden_layers=t.layers, num_attention_heads=t.heads,
+                                        max_position_embeddings=t.max_length, hidden_act=t.activation, layer_norm_eps=1e-5))
+    # transformers 5 dropped the `text_model.` level that checkpoints (and diffusers' converter) still carry
+    text_sd = {k.removeprefix("text_model."): v for k, v in convert_ldm_clip_checkpoint(sd).items()}
+    text.load_state_dict(text_sd, strict=True)
+    text.save_pretrained(folder / "text_encoder")
+
+
+def prepare(setting: Setting, workdir: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = random_weights(setting.cfg, seed=0, dtype=torch.float32)
+    save_file(sd, workdir / "model.safetensors")
+    save_diffusers_folder(sd, setting, workdir / "diffusers")
+
+
+def read_into_page_cache(folder: Path) -> None:
+    for path in folder.rglob("*.safetensors"):
+        with open(path, "rb") as f:
+            while f.read(1 << 26):
+                pass
+
+
+# ---------------------------------------------------------------- one measurement (child process)
+
+def load_ours(workdir: Path, dtype: torch.dtype):
+    from models.loader import load_checkpoint
+
+    return load_checkpoint(workdir / "model.safetensors", dtype=dtype).model
+
+
+def load_diffusers(workdir: Path, dtype: torch.dtype) -> dict:
+    """All three parts, as a pipeline holds them (ours loads the whole single file too)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}
+    return {part: cls.from_pretrained(workdir / "diffusers" / part, torch_dtype=dtype).eval() for part, cls in classes.items()}
+
+
+def sld_call(impl: str, workdir: Path, setting: Setting, dtype: torch.dtype):
+    """A zero-argument callable doing one SLD model evaluation, the model already loaded."""
+    latent = setting.image_size // setting.cfg.vae.downscale
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, setting.cfg.unet.in_channels, latent, latent, generator=g).to(dtype)
+    context = torch.randn(BRANCHES, setting.cfg.text.max_length, setting.cfg.unet.context_dim, generator=g).to(dtype)
+    t = torch.tensor([TIMESTEP])
+    if impl == "ours":
+        unet = load_ours(workdir, dtype).unet
+        return lambda: unet(x, t, context)
+    unet = load_diffusers(workdir, dtype)["unet"]
+    return lambda: unet(x.repeat(BRANCHES, 1, 1, 1), t, encoder_hidden_states=context).sample
+
+
+def vae_call(impl: str, workdir: Path, setting: Setting, dtype: torch.dtype):
+    latent = setting.image_size // setting.cfg.vae.downscale
+    z = torch.randn(1, setting.cfg.vae.z_channels, latent, latent, generator=torch.Generator().manual_seed(1)).to(dtype)
+    if impl == "ours":
+        vae = load_ours(workdir, dtype).vae
+        return lambda: vae.decode(z)
+    vae = load_diffusers(workdir, dtype)["vae"]
+    return lambda: vae.decode(z).sample
+
+
+def import_implementation(impl: str) -> None:
+    """Import the implementation's modules before any timer starts (diffusers takes seconds to import)."""
+    if impl == "ours":
+        import models.loader  # noqa: F401
+    else:
+        import diffusers  # noqa: F401
+        import transformers  # noqa: F401
+
+
+def timed(work) -> dict:
+    """Wall-clock seconds, and CPU seconds of all threads (less sensitive to other processes sharing the cores)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
+
+
+def measure(impl: str, task: str, workdir: Path, setting: Setting) -> dict:
+    """Times of the task: the load itself, or one call after one untimed warm-up call."""
+    import_implementation(impl)
+    if task == "load":
+        return timed(lambda: load_ours(workdir, torch.float32) if impl == "ours" else load_diffusers(workdir, torch.float32))
+    kind, dtype_name = task.split("-")
+    call = (sld_call if kind == "sld" else vae_call)(impl, workdir, setting, DTYPES[dtype_name])
+    call()
+    return timed(call)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. getrusage's ru_maxrss survives exec (a child would report the benchmark
+    parent's peak when that is higher), so read VmHWM, which a new process image starts afresh."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; no /proc elsewhere
+
+
+def child(spec: dict) -> None:
+    setting = QUICK if spec["quick"] else FULL
+    torch.set_num_threads(spec["threads"])
+    with torch.inference_mode():
+        times = measure(spec["impl"], spec["task"], Path(spec["workdir"]), setting)
+    print(json.dumps({**times, "peak_rss_mb": peak_rss_mb()}))
+
+
+def run_child(impl: str, task: str, workdir: Path, quick: bool, threads: int) -> dict:
+    spec = json.dumps({"impl": impl, "task": task, "workdir": str(workdir), "quick": quick, "threads": threads})
+    done = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{impl} {task} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- FLOPs and the matmul peak
+
+def unet_flops(cfg: ModelConfig, latent: int) -> int:
+    """FLOPs of one UNet evaluation of BRANCHES full images, counted on the meta device (no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models.unet import UNet
+
+    with torch.device("meta"), torch.inference_mode():
+        unet = UNet(cfg.unet)
+        x = torch.empty(BRANCHES, cfg.unet.in_channels, latent, latent)
+        context = torch.empty(BRANCHES, cfg.text.max_length, cfg.unet.context_dim)
+        with FlopCounterMode(display=False) as counter:
+            unet(x, TIMESTEP, context)
+    return counter.get_total_flops()
+
+
+def matmul_peak(n: int, dtype: torch.dtype, tries: int = 5) -> float:
+    """Best GFLOP/s of an n x n x n torch.mm in `dtype`."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+# ---------------------------------------------------------------- the run and its table
+
+def collect(workdir: Path, repeats: int, quick: bool, threads: int) -> dict:
+    """results[impl][task] -> list of child results, implementations alternated inside every repeat."""
+    results = {impl: {task: [] for task, _ in TASKS} for impl in IMPLS}
+    for r in range(repeats):
+        for task, label in TASKS:
+            for impl in IMPLS if r % 2 == 0 else reversed(IMPLS):
+                results[impl][task].append(run_child(impl, task, workdir, quick, threads))
+                print(f"  repeat {r + 1}/{repeats}: {impl:9s} {label}: {results[impl][task][-1]}", file=sys.stderr)
+    return results
+
+
+def median(results: dict, impl: str, task: str, field: str) -> float:
+    return statistics.median(r[field] for r in results[impl][task])
+
+
+def table(results: dict, flops: int, peaks: dict[str, float]) -> list[str]:
+    rows = ["| measurement (median) | ours | diffusers | ours/diffusers |", "|---|---:|---:|---:|"]
+
+    def row(label: str, ours: float, theirs: float, digits: int) -> None:
+        rows.append(f"| {label} | {ours:.{digits}f} | {theirs:.{digits}f} | {ours / theirs:.2f} |")
+
+    for task, label in TASKS:
+        row(f"{label} (s)", median(results, "ours", task, "seconds"), median(results, "diffusers", task, "seconds"), 3)
+    for task, label in TASKS:
+        row(f"CPU time: {label} (s)", median(results, "ours", task, "cpu_seconds"),
+            median(results, "diffusers", task, "cpu_seconds"), 3)
+    for task, label in TASKS:
+        row(f"peak RSS: {label} (MB)", median(results, "ours", task, "peak_rss_mb"),
+            median(results, "diffusers", task, "peak_rss_mb"), 0)
+    for name in DTYPES:
+        rates = [flops / median(results, impl, f"sld-{name}", "seconds") / 1e9 for impl in IMPLS]
+        row(f"UNet GFLOP/s, {name} (% of {peaks[name]:.0f} GFLOP/s matmul peak: "
+            f"{100 * rates[0] / peaks[name]:.0f}% vs {100 * rates[1] / peaks[name]:.0f}%)", *rates, 1)
+    return rows
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return names[0] if names else "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model at 64x64 (seconds), for the test suite")
+    parser.add_argument("--repeats", type=int, default=3, help="subprocess runs per measurement and implementation")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch CPU threads in every measurement (default: torch's default, %(default)s here)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(json.loads(args.child))
+    if args.repeats < 1 or args.threads < 1:
+        parser.error(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
+    torch.set_num_threads(args.threads)
+    setting = QUICK if args.quick else FULL
+    latent = setting.image_size // setting.cfg.vae.downscale
+    with tempfile.TemporaryDirectory(prefix="sld-benchmark-") as tmp:
+        workdir = Path(tmp)
+        start = time.perf_counter()
+        prepare(setting, workdir)
+        print(f"prepared weights in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        read_into_page_cache(workdir)
+        flops = unet_flops(setting.cfg, latent)
+        peaks = {name: matmul_peak(setting.matmul_size, dtype) for name, dtype in DTYPES.items()}
+        results = collect(workdir, args.repeats, args.quick, args.threads)
+    print(f"## {setting.name}: medians of {args.repeats} run(s), one subprocess per measurement\n")
+    print("\n".join(table(results, flops, peaks)))
+    print(f"\nUNet evaluation: {flops / 1e9:.1f} GFLOP for {BRANCHES} branches ({flops / BRANCHES / 1e9:.1f} per image), "
+          "counted by FlopCounterMode.")
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads, torch {torch.__version__}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bfloat16 dot products: "
+          f"{cpu_multiplies_natively(torch.bfloat16)} (without them ours computes bfloat16 weights in float32).")
+
+
+if __name__ == "__main__":
+    main()
