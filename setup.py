@@ -26,6 +26,7 @@ setup(
             "nbformat>=5.9",
             "ipykernel>=6",
             "matplotlib>=3.7",
+            "lightning>=2.1",
         ],
         # `sld i2p`: Lightning Fabric for --devices/--num-nodes above 1, matplotlib for report.png
         "i2p": ["lightning>=2.1", "matplotlib>=3.7"],

@@ -1,8 +1,10 @@
-"""The `sld` command (also `python -m sld`): generate, compare and info, thin over the Python API.
+"""The `sld` command (also `python -m sld`): generate, compare, sweep and info, thin over the Python API.
 
     sld generate --prompt "a photo of a cat" --preset strong --out outputs
     sld generate --config configs/experiments/example.yaml sld.threshold=0.02 sampler.steps=30
-    sld compare --model v1-5-pruned-emaonly.safetensors --prompt "..." --seed 3 --out grids
+    sld generate --plugin mymod --sampler mine --hook myhook --prompt "a photo of a cat"
+    sld compare --model v1-5-pruned-emaonly.safetensors --prompt "..." --seed 3 --settings none,medium,sega-max,negative
+    sld sweep --config configs/sweeps/example.yaml sampler.steps=30
     sld info v1-5-pruned-emaonly.safetensors
 
 Bad input is one line on stderr naming the problem and what is allowed, exit status 2; Ctrl-C exits 130 and
@@ -14,16 +16,20 @@ import sys
 
 from sld import __version__
 from sld.compare import run_compare
+from sld.eval.cli import add_i2p_parser, run_i2p
 from sld.flags import COMMAND_FLAGS, FLAGS
 from sld.generate import run_generate
 from sld.info import run_info
 from sld.runconfig import RunConfig, load_run_config
+from sld.sweep import run_sweep
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 DESCRIPTIONS = {
     "generate": "Write one PNG per image, with its generation record embedded; finished images are skipped.",
-    "compare": "The same prompt and seed under no SLD and each SLD setting, as one labelled grid PNG.",
+    "compare": "The same prompt and seed under no SLD and each safety setting, as one labelled grid PNG.",
+    "sweep": "A grid over sampler, safety and hook values (the config's sweep: mapping) for every prompt and seed: "
+             "images with records, one contact sheet per prompt, runs.csv and telemetry.csv.",
     "info": "Family, prediction type, dtype, parameter counts and EMA of a checkpoint, without building it.",
 }
 
@@ -42,22 +48,26 @@ def _add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     for flag in (flag for flag in FLAGS if flag.name in COMMAND_FLAGS[command]):
         section, _, key = flag.key.rpartition(".")
         default = getattr(getattr(defaults, section) if section else defaults, key)
-        shown = f"{flag.key}" + ("" if default is None else f"; default: {default}")
+        shown = f"{flag.key}" + ("" if default in (None, []) else f"; default: {default}")
         parser.add_argument(flag.name, dest=flag.key, metavar=None if flag.choices else flag.metavar, type=flag.type,
-                            choices=flag.choices or None, default=argparse.SUPPRESS, help=f"{flag.help} [{shown}]")
+                            choices=flag.choices or None, default=argparse.SUPPRESS, help=f"{flag.help} [{shown}]",
+                            action="append" if flag.repeat else "store")
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="YAML run configuration; repeat to merge several, later files win")
+    example = "sweep.sld.threshold=[0.0,0.01] (a swept key's values) or " if command == "sweep" else ""
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="omegaconf dotlist overrides applied after the config files, e.g. sld.threshold=0.02")
+                        help=f"omegaconf dotlist overrides applied after the config files, e.g. {example}"
+                             "sld.threshold=0.02")
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     top = OneLineParser(prog="sld", description="Safe Latent Diffusion: generate, compare and inspect.")
     top.add_argument("--version", action="version", version=f"sld {__version__}")
-    commands = top.add_subparsers(dest="command", required=True, metavar="{generate,compare,info}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{generate,compare,sweep,info,i2p}")
     parsers = {name: commands.add_parser(name, help=text, description=text) for name, text in DESCRIPTIONS.items()}
-    _add_run_arguments(parsers["generate"], "generate")
-    _add_run_arguments(parsers["compare"], "compare")
+    parsers["i2p"] = add_i2p_parser(commands)
+    for command in ("generate", "compare", "sweep"):
+        _add_run_arguments(parsers[command], command)
     parsers["info"].add_argument("path", help="a .safetensors/.ckpt file, a diffusers folder, or 'tiny'")
     return top, parsers
 
@@ -67,10 +77,14 @@ def run(argv: list[str]) -> int:
     if not argv or argv[0] not in parsers:
         top.parse_args(argv)  # --help, --version, or a one-line error about the command
     command, parser = argv[0], parsers[argv[0]]
+    if command == "i2p":  # nested subcommands: parse_intermixed_args refuses subparsers
+        return run_i2p(parser.parse_args(argv[1:]))
     args = vars(parser.parse_intermixed_args(argv[1:]))
     if command == "info":
         return run_info(args["path"])
     config_files, overrides = args.pop("config"), args.pop("overrides")
+    if command == "sweep":
+        return run_sweep(config_files, overrides, args)
     config = load_run_config(config_files, overrides, args)
     return run_generate(config) if command == "generate" else run_compare(config)
 

@@ -1,10 +1,10 @@
-"""`sld compare`: one prompt under SD (no SLD) and SLD settings side by side, one labelled grid PNG.
+"""`sld compare`: one prompt under SD (no safety) and safety settings side by side, one labelled grid PNG.
 
-Columns are `compare.settings` entries: `none`, a preset name, or `PRESET:key=value[:key=value]` with keys
-guidance_scale, threshold, warmup_steps, momentum_scale, momentum_beta. Row j uses seed `sampler.seed + j`, so
-a cell equals `sld generate` with that setting and seed.
+Columns are `compare.settings` entries: `none`, a safety setting (an SLD preset, `negative`, `sega-medium`,
+`sega-strong`, `sega-max`), or `SLD_PRESET:key=value[:key=value]` with keys guidance_scale, threshold,
+warmup_steps, momentum_scale, momentum_beta. Row j uses seed `sampler.seed + j`, so a cell equals `sld generate`
+with that setting and seed.
 """
-import dataclasses
 import sys
 from dataclasses import dataclass
 
@@ -13,19 +13,19 @@ from tqdm import tqdm
 from sld.flags import PRESET_CHOICES
 from sld.grid import labelled_grid
 from sld.records import grid_name, is_done, safety_record, save_png
-from sld.runconfig import SLD_VALUES, RunConfig
+from sld.runconfig import SLD_VALUES, NegativePrompt, RunConfig, SafetySetting, SLDSection, safety_setting
 from sld.runtime import generate_image, prepare_output_dir, progress, start_session
-from sld.safety import SLD, preset
+from sld.safety import PRESET_VALUES
 
-SETTING_FORMAT = f"none, a preset ({', '.join(PRESET_CHOICES[1:])}) or PRESET:key=value[:key=value] " \
-                 f"with keys {', '.join(SLD_VALUES)}"
+SETTING_FORMAT = f"none, a safety setting ({', '.join(PRESET_CHOICES[1:])}) or SLD_PRESET:key=value[:key=value] " \
+                 f"with an SLD preset ({', '.join(PRESET_VALUES)}) and keys {', '.join(SLD_VALUES)}"
 
 
 @dataclass(frozen=True)
 class Setting:
     label: str
     preset: str
-    safety: SLD | None
+    safety: SafetySetting
 
 
 def _value(entry: str, item: str) -> tuple[str, float | int]:
@@ -41,16 +41,15 @@ def _value(entry: str, item: str) -> tuple[str, float | int]:
 
 
 def parse_setting(entry: str, concept: str | None) -> Setting:
-    """`none` | `strong` | `strong:threshold=0.02:warmup_steps=5`; the concept applies to every SLD setting."""
+    """`none` | `strong` | `sega-max` | `negative` | `strong:threshold=0.02:warmup_steps=5`; the concept applies to
+    every setting but none."""
     name, *items = entry.split(":")
-    if name not in PRESET_CHOICES or (name == "none" and items):
+    if name not in PRESET_CHOICES or (name not in PRESET_VALUES and items):
         raise ValueError(f"compare setting {entry!r} is unknown; allowed: {SETTING_FORMAT}")
     if name == "none":
         return Setting("none", "none", None)
     values = dict(_value(entry, item) for item in items)
-    if concept is not None:
-        values["concept"] = concept
-    return Setting(" ".join([name, *items]), name, dataclasses.replace(preset(name), **values))
+    return Setting(" ".join([name, *items]), name, safety_setting(SLDSection(preset=name, concept=concept, **values)))
 
 
 def run_compare(run: RunConfig) -> int:
@@ -59,6 +58,9 @@ def run_compare(run: RunConfig) -> int:
     settings = [parse_setting(entry, run.sld.concept) for entry in run.compare.settings]
     if not settings:
         raise ValueError(f"--settings (compare.settings) is empty; allowed: a comma-separated list of {SETTING_FORMAT}")
+    if run.prompt.negative is not None and any(isinstance(s.safety, NegativePrompt) for s in settings):
+        raise ValueError("compare setting 'negative' uses the concept as the negative prompt; allowed: no --negative "
+                         "(prompt.negative) with it")
     out = prepare_output_dir(run.out)
     session = start_session(run)
     seeds = [run.sampler.seed + row for row in range(run.image.n)]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sld.records import image_name, is_done, safety_record, save_png
-from sld.runconfig import PromptSection, RunConfig, safety_setting
+from sld.records import image_name, is_done, safety_fields, save_png
+from sld.runconfig import PromptSection, RunConfig, SafetySetting, safety_setting
 from sld.runtime import generate_image, prepare_output_dir, progress, start_session
 
 PROMPT_FILE_FORMAT = "a UTF-8 text file with one prompt per line (blank lines and lines starting with # skipped)"
@@ -48,16 +48,20 @@ def plan_images(prompts: list[str], per_prompt: int, base_seed: int) -> list[Ima
             for p, prompt in enumerate(prompts) for j in range(per_prompt)]
 
 
+def image_record(shared: dict, job: ImageJob, safety: SafetySetting, preset: str) -> dict:
+    """The record of one image: what the run shares, the image's prompt and seed, the exact safety setting."""
+    return {**shared, "prompt": job.prompt, "prompt_index": job.prompt_index, "image_index": job.image_index,
+            "seed": job.seed, **safety_fields(safety, preset)}
+
+
 def run_generate(run: RunConfig) -> int:
     prompts = prompts_of(run.prompt)
     out = prepare_output_dir(run.out)
     safety = safety_setting(run.sld)
     session = start_session(run)
-    jobs = []
-    for job in plan_images(prompts, run.image.n, run.sampler.seed):
-        record = {**session.record, "prompt": job.prompt, "prompt_index": job.prompt_index,
-                  "image_index": job.image_index, "seed": job.seed, "safety": safety_record(safety, run.sld.preset)}
-        jobs.append((job, record, out / image_name(record)))
+    records = [(job, image_record(session.record, job, safety, run.sld.preset))
+               for job in plan_images(prompts, run.image.n, run.sampler.seed)]
+    jobs = [(job, record, out / image_name(record)) for job, record in records]
     pending = [(job, record, path) for job, record, path in jobs if not is_done(path, record)]
     with progress(len(pending) * session.steps_per_image, "generate") as bar:
         for job, record, path in pending:

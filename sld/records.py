@@ -1,13 +1,15 @@
 """Generation records embedded in PNG files, written atomically.
 
-Every PNG carries two text chunks:
-    parameters  the AUTOMATIC1111 form that Stable Diffusion image tools read:
-                "<prompt>\\nNegative prompt: <negative>\\nSteps: 30, Sampler: PLMS, CFG scale: 7.5, Seed: 1, Size: 512x512,
-                Model hash: 1a2b3c4d5e, Model: v1-5-pruned-emaonly, ..."
-    sld         JSON of the full record: every generation argument, the exact SLD settings, model, version.
+Every PNG carries two text chunks, and a sweep's images a third:
+    parameters     the AUTOMATIC1111 form that Stable Diffusion image tools read (sld/infotext.py):
+                   "<prompt>\\nNegative prompt: <negative>\\nSteps: 30, Sampler: PLMS, CFG scale: 7.5, Seed: 1,
+                   Size: 512x512, Model hash: 1a2b3c4d5e, Model: v1-5-pruned-emaonly, ..."
+    sld            JSON of the full record: every generation argument, the exact safety setting, hooks, model, version.
+    sld_telemetry  JSON of the pipeline's telemetry (one entry per model evaluation); not part of the record.
 A file is written to a hidden temporary name in the same folder and renamed into place (os.replace), so an
-interrupted run never leaves a partial PNG; a finished file whose record matches is not recomputed.
+interrupted run never leaves a partial file; a finished file whose record matches is not recomputed.
 """
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,32 +20,43 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from sld import __version__
+from sld.infotext import parameters_text
 from sld.model_id import ModelId
-from sld.runconfig import SLD_VALUES, RunConfig
-from sld.safety import DEFAULT_CONCEPT, SLD
+from sld.runconfig import SLD_VALUES, NegativePrompt, RunConfig, SafetySetting
+from sld.sega import SEGA
 
 RECORD_KEY = "sld"
 PARAMETERS_KEY = "parameters"
-# our name -> the name AUTOMATIC1111 gives the same sampler
-A1111_SAMPLERS = {"pndm": "PLMS", "ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
-                  "lms": "LMS", "dpmpp_2m": "DPM++ 2M"}
-SLD_SYMBOLS = {"guidance_scale": "s_S", "threshold": "lambda", "warmup_steps": "delta", "momentum_scale": "s_m",
-               "momentum_beta": "beta_m"}
+TELEMETRY_KEY = "sld_telemetry"
 SLUG_LENGTH = 40
 DIGEST_LENGTH = 8
 
 
-def safety_record(hook: SLD | None, preset: str) -> dict | None:
-    """The exact SLD settings (None without SLD); `preset` names the configuration the values started from."""
+def safety_record(hook: SafetySetting, preset: str) -> dict | None:
+    """The exact safety setting (None without one); `preset` names the configuration the values started from.
+    "method" tells them apart: "sld" (its five values), "sega" (every edit concept and the momentum) or "negative"."""
     if hook is None:
         return None
-    return {"preset": preset, **{key: getattr(hook, key) for key in SLD_VALUES}, "concept": hook.concept,
-            "space": hook.space}
+    if isinstance(hook, NegativePrompt):
+        return {"method": "negative", "preset": preset, "concept": hook.concept}
+    if isinstance(hook, SEGA):
+        return {"method": "sega", "preset": preset, "edits": [dataclasses.asdict(edit) for edit in hook.edits],
+                "momentum_scale": hook.momentum_scale, "momentum_beta": hook.momentum_beta, "space": hook.space}
+    return {"method": "sld", "preset": preset, **{key: getattr(hook, key) for key in SLD_VALUES},
+            "concept": hook.concept, "space": hook.space}
+
+
+def safety_fields(hook: SafetySetting, preset: str) -> dict:
+    """The record fields a safety setting decides: `safety`, and for the negative baseline the negative prompt used."""
+    fields = {"safety": safety_record(hook, preset)}
+    if isinstance(hook, NegativePrompt):
+        fields["negative_prompt"] = hook.concept
+    return fields
 
 
 def generation_record(run: RunConfig, model: ModelId, family: str, prediction: str, spacing: str,
                       schedule: list[float], height: int, width: int) -> dict:
-    """What every image of a run shares; image and grid records add prompt, seed and SLD settings."""
+    """What every image of a run shares; image and grid records add prompt, seed and the safety setting."""
     return {
         "version": __version__,
         "model": {"name": model.name, "hash": model.hash, "family": family, "prediction": prediction,
@@ -61,43 +74,8 @@ def generation_record(run: RunConfig, model: ModelId, family: str, prediction: s
         "height": height,
         "width": width,
         "base_seed": run.sampler.seed,
+        "hooks": [{"name": name, "args": run.hooks.args.get(name, {})} for name in run.hooks.names],
     }
-
-
-def _quote(value) -> str:
-    # AUTOMATIC1111 infotext quoting: values holding a comma, colon or newline are JSON strings
-    text = str(value)
-    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
-
-
-def _sld_summary(safety: dict | None) -> str:
-    if safety is None:
-        return "none"
-    return ", ".join([safety["preset"]] + [f"{SLD_SYMBOLS[key]}={safety[key]}" for key in SLD_VALUES])
-
-
-def parameters_text(record: dict) -> str:
-    """The AUTOMATIC1111 `parameters` text of an image or grid record."""
-    lines = [record["prompt"]]
-    if record["negative_prompt"]:
-        lines.append(f"Negative prompt: {record['negative_prompt']}")
-    fields = {"Steps": record["steps"], "Sampler": A1111_SAMPLERS.get(record["sampler"], record["sampler"]),
-              "CFG scale": record["cfg_scale"], "Seed": record["seed"], "Size": f"{record['width']}x{record['height']}",
-              "Model hash": record["model"]["hash"], "Model": Path(record["model"]["name"]).stem}
-    if record["karras"]:
-        fields["Schedule type"] = "Karras"
-    if record["eta"]:
-        fields["Eta"] = record["eta"]
-    fields["Spacing"] = record["spacing"]
-    if "cells" in record:
-        fields["SLD grid"] = " | ".join(cell["label"] for cell in record["cells"])
-    else:
-        fields["SLD"] = _sld_summary(record["safety"])
-        if record["safety"] and record["safety"]["concept"] != DEFAULT_CONCEPT:
-            fields["SLD concept"] = record["safety"]["concept"]
-    fields["Version"] = f"sld {record['version']}"
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
-    return "\n".join(lines)
 
 
 def canonical(record: dict) -> dict:
@@ -122,15 +100,22 @@ def grid_name(record: dict) -> str:
     return f"compare-{slug(record['prompt'])}-{record_digest(record)}.png"
 
 
-def save_png(image: Image.Image, path: Path, record: dict) -> None:
-    """Write image + record to a temporary file beside `path`, then rename it into place."""
-    info = PngInfo()
-    info.add_text(PARAMETERS_KEY, parameters_text(record))
-    info.add_text(RECORD_KEY, json.dumps(record, ensure_ascii=False, sort_keys=True))
+def sheet_name(record: dict) -> str:
+    """`sheet-<prompt index>-<prompt slug>.png`: one contact sheet per prompt of a sweep, replaced when it changes."""
+    return f"sheet-{record['prompt_index']:05d}-{slug(record['prompt'])}.png"
+
+
+def _json_value(value):
+    """Telemetry values a hook may report as tensors or numpy scalars, as JSON numbers or lists."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call write(handle) on a temporary file beside `path`, then rename it into place."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=info)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -139,15 +124,34 @@ def save_png(image: Image.Image, path: Path, record: dict) -> None:
         raise
 
 
-def read_record(path: str | os.PathLike) -> dict | None:
-    """The `sld` record of a complete PNG; None when the file is missing, truncated or carries no record."""
+def save_png(image: Image.Image, path: Path, record: dict, telemetry: list[dict] | None = None) -> None:
+    """Write image + record (+ telemetry) to a temporary file beside `path`, then rename it into place."""
+    info = PngInfo()
+    info.add_text(PARAMETERS_KEY, parameters_text(record))
+    info.add_text(RECORD_KEY, json.dumps(record, ensure_ascii=False, sort_keys=True))
+    if telemetry is not None:
+        info.add_text(TELEMETRY_KEY, json.dumps(telemetry, ensure_ascii=False, default=_json_value))
+    write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+
+
+def _read_text(path: str | os.PathLike, key: str):
     try:
         with Image.open(path) as image:
             image.load()
-            text = image.text.get(RECORD_KEY)
+            text = image.text.get(key)
         return json.loads(text) if text is not None else None
     except (OSError, ValueError, SyntaxError):  # PIL reports broken files with these
         return None
+
+
+def read_record(path: str | os.PathLike) -> dict | None:
+    """The `sld` record of a complete PNG; None when the file is missing, truncated or carries no record."""
+    return _read_text(path, RECORD_KEY)
+
+
+def read_telemetry(path: str | os.PathLike) -> list[dict] | None:
+    """The telemetry a sweep stored in a PNG; None when the file is missing, truncated or carries none."""
+    return _read_text(path, TELEMETRY_KEY)
 
 
 def is_done(path: Path, record: dict) -> bool:

@@ -2,21 +2,28 @@
 
 Sources, later ones winning: the defaults below, each `--config` YAML file in order, dotlist overrides
 (`sld.threshold=0.02 sampler.steps=30`), then flags. configs/defaults.yaml lists every key with its default.
+The `plugins` modules are imported before any value is checked, so the samplers and hooks they register are
+known by name.
 """
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from models.detect import PREDICTIONS
+from sampling.guidance import GuidanceHook
+from sampling.registry import HOOKS, SAMPLERS, get_hook
 from sampling.samplers import Plan, plan_sampling
 from sampling.schedule import alphas_cumprod, scaled_linear_betas
-from sld.flags import DTYPE_NAMES, PRESET_CHOICES, describe
-from sld.safety import PRESET_VALUES, SLD, preset
+from sld.flags import DTYPE_NAMES, PRESET_CHOICES, SLD_CHOICES, describe
+from sld.plugins import import_plugins
+from sld.safety import DEFAULT_CONCEPT, PRESET_VALUES, SLD, preset
+from sld.sega import SEGA, sega_safety
 
 SLD_VALUES = ("guidance_scale", "threshold", "warmup_steps", "momentum_scale", "momentum_beta")
 SIZE_MULTIPLE = 8  # the Stable Diffusion VAE's downscale factor
@@ -61,7 +68,7 @@ class ImageSection:
 
 @dataclass
 class SLDSection:
-    preset: str = "medium"  # "none" | "weak" | "medium" | "strong" | "max"
+    preset: str = "medium"  # "none" | "weak" | "medium" | "strong" | "max" | "negative" | "sega-medium|strong|max"
     concept: str | None = None  # None: the paper's concept
     guidance_scale: float | None = None  # None: the preset's value
     threshold: float | None = None
@@ -72,7 +79,13 @@ class SLDSection:
 
 @dataclass
 class CompareSection:
-    settings: list[str] = field(default_factory=lambda: list(PRESET_CHOICES))
+    settings: list[str] = field(default_factory=lambda: list(SLD_CHOICES))
+
+
+@dataclass
+class HooksSection:
+    names: list[str] = field(default_factory=list)  # registered hooks, applied in order after the safety hook
+    args: dict[str, dict[str, Any]] = field(default_factory=dict)  # hook name -> keyword arguments of its factory
 
 
 @dataclass
@@ -83,7 +96,19 @@ class RunConfig:
     image: ImageSection = field(default_factory=ImageSection)
     sld: SLDSection = field(default_factory=SLDSection)
     compare: CompareSection = field(default_factory=CompareSection)
+    hooks: HooksSection = field(default_factory=HooksSection)
+    plugins: list[str] = field(default_factory=list)  # modules imported first: their registrations run
     out: str = "outputs"
+
+
+@dataclass(frozen=True)
+class NegativePrompt:
+    """The negative-prompt baseline: the concept replaces the unconditional prompt (pipeline safety="negative")."""
+
+    concept: str
+
+
+SafetySetting = SLD | SEGA | NegativePrompt | None
 
 
 def _config_error(source: str, error: OmegaConfBaseException) -> ValueError:
@@ -105,7 +130,7 @@ def _merge(config, other, source: str):
         raise _config_error(source, error) from None
 
 
-def _read_yaml(path: str):
+def read_yaml(path: str) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except OSError as error:
@@ -115,11 +140,11 @@ def _read_yaml(path: str):
         raise ValueError(f"config file {path!r} is not valid YAML ({' '.join(str(error).split())})") from None
     if not OmegaConf.is_dict(loaded):
         raise ValueError(f"config file {path!r} must hold a mapping of sections (model, prompt, sampler, image, "
-                         "sld, compare, out)")
+                         "sld, compare, hooks, plugins, out)")
     return loaded
 
 
-def _dotlist(overrides: list[str]):
+def parse_dotlist(overrides: list[str]):
     for item in overrides:
         if not DOTLIST_ITEM.match(item):
             raise ValueError(f"override {item!r} is not KEY=VALUE; allowed: dotted keys such as sampler.steps=30")
@@ -129,21 +154,41 @@ def _dotlist(overrides: list[str]):
         raise _config_error("overrides", error) from None
 
 
-def load_run_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> RunConfig:
-    """Defaults <- YAML files <- dotlist overrides <- flags (a dict from dotted key to value); validated."""
+def merge_run_config(files: list[tuple[str, DictConfig]], overrides: list[str], flags: dict[str, object]
+                     ) -> DictConfig:
+    """Defaults <- each (path, YAML) in order <- dotlist overrides <- flags (dotted key -> value), unchecked."""
     config = OmegaConf.structured(RunConfig)
-    for path in config_files:
-        config = _merge(config, _read_yaml(path), f"config file {path!r}")
-    config = _merge(config, _dotlist(overrides), "overrides")
+    for path, loaded in files:
+        config = _merge(config, loaded, f"config file {path!r}")
+    config = _merge(config, parse_dotlist(overrides), "overrides")
+    for key, value in flags.items():
+        set_key(config, key, value, describe(key))
+    return config
+
+
+def set_key(config: DictConfig, key: str, value, source: str) -> None:
+    """config[key] = value with the schema's type checks; errors name `source`."""
+    try:
+        OmegaConf.update(config, key, value, merge=False)
+    except OmegaConfBaseException as error:
+        raise _config_error(source, error) from None
+
+
+def run_config_of(config: DictConfig) -> RunConfig:
+    """The RunConfig of merged sources, its plug-ins imported, every value checked."""
     try:
         run = OmegaConf.to_object(config)
     except OmegaConfBaseException as error:
         raise _config_error("config", error) from None
-    for key, value in flags.items():
-        section, _, name = key.rpartition(".")
-        setattr(getattr(run, section) if section else run, name, value)
+    import_plugins(run.plugins)
     check_run_config(run)
     return run
+
+
+def load_run_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> RunConfig:
+    """Defaults <- YAML files <- dotlist overrides <- flags (a dict from dotted key to value); validated."""
+    files = [(path, read_yaml(path)) for path in config_files]
+    return run_config_of(merge_run_config(files, overrides, flags))
 
 
 def _check_choice(key: str, value, allowed) -> None:
@@ -161,6 +206,7 @@ def check_run_config(run: RunConfig) -> None:
     _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
     _check_choice("model.prediction", run.model.prediction, (None, *PREDICTIONS))
     _check_choice("sld.preset", run.sld.preset, PRESET_CHOICES)
+    _check_choice("sampler.name", run.sampler.name, SAMPLERS)
     sampling_plan(run.sampler)
     if run.sampler.cfg < 0:
         raise ValueError(f"{describe('sampler.cfg')}={run.sampler.cfg} is invalid; allowed: a number >= 0")
@@ -170,7 +216,10 @@ def check_run_config(run: RunConfig) -> None:
     _check_size("image.width", run.image.width)
     if run.image.n < 1:
         raise ValueError(f"{describe('image.n')}={run.image.n} is invalid; allowed: an integer >= 1")
-    safety_setting(run.sld)
+    if isinstance(safety_setting(run.sld), NegativePrompt) and run.prompt.negative is not None:
+        raise ValueError(f"{describe('prompt.negative')} cannot be combined with {describe('sld.preset')}='negative', "
+                         "which uses the concept as the negative prompt; allowed: one of the two")
+    hook_chain(run.hooks)
 
 
 def sampling_plan(section: SamplerSection) -> Plan:
@@ -188,12 +237,45 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def safety_setting(section: SLDSection) -> SLD | None:
-    """The exact SLD hook the section asks for: a preset with any values replaced, or None for "none"."""
-    given = {key: getattr(section, key) for key in (*SLD_VALUES, "concept") if getattr(section, key) is not None}
+def safety_setting(section: SLDSection) -> SafetySetting:
+    """The exact safety setting the section asks for: an SLD preset with any values replaced, a SEGA safety preset
+    or the negative-prompt baseline (each with the section's concept, else the paper's), or None for "none"."""
+    given = {key: getattr(section, key) for key in SLD_VALUES if getattr(section, key) is not None}
     if section.preset == "none":
-        if given:
-            raise ValueError(f"{describe('sld.' + next(iter(given)))} is set but {describe('sld.preset')} is 'none'; "
-                             f"allowed: choose a preset to start from ({', '.join(PRESET_VALUES)})")
+        if given or section.concept is not None:
+            first = next(iter(given), "concept")
+            raise ValueError(f"{describe('sld.' + first)} is set but {describe('sld.preset')} is 'none'; "
+                             f"allowed: choose a setting to start from ({', '.join(PRESET_CHOICES[1:])})")
         return None
-    return dataclasses.replace(preset(section.preset), **given)
+    if section.preset in PRESET_VALUES:
+        concept = {"concept": section.concept} if section.concept is not None else {}
+        return dataclasses.replace(preset(section.preset), **given, **concept)
+    if given:
+        raise ValueError(f"{describe('sld.' + next(iter(given)))} applies to SLD presets only, but "
+                         f"{describe('sld.preset')} is {section.preset!r}; allowed: an SLD preset "
+                         f"({', '.join(PRESET_VALUES)}) with these values, or {section.preset!r} without them")
+    concept = section.concept or DEFAULT_CONCEPT
+    if section.preset == "negative":
+        return NegativePrompt(concept)
+    return sega_safety(section.preset.removeprefix("sega-"), concept)
+
+
+def hook_chain(section: HooksSection) -> list[GuidanceHook]:
+    """Fresh hooks, in order: each registered factory called with its hooks.args keywords (none by default)."""
+    unused = [name for name in section.args if name not in section.names]
+    if unused:
+        raise ValueError(f"hooks.args.{unused[0]} is set but {unused[0]!r} is not in {describe('hooks.names')}; "
+                         f"allowed: arguments of the listed hooks ({', '.join(section.names) or 'none listed'})")
+    return [_build_hook(name, section.args.get(name, {})) for name in section.names]
+
+
+def _build_hook(name: str, args: dict[str, Any]) -> GuidanceHook:
+    _check_choice("hooks.names", name, HOOKS)
+    try:
+        hook = get_hook(name)(**args)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"hook {name!r} cannot be built from hooks.args.{name}={args}: {error}") from None
+    if not isinstance(hook, GuidanceHook):
+        raise ValueError(f"hook {name!r} built {hook!r}; allowed: a guidance hook (name, concepts(), reset(), "
+                         "__call__(direction, inputs))")
+    return hook

@@ -1,5 +1,5 @@
-"""What `sld generate` and `sld compare` share: loading the model, the image size, the sampling plan, the output
-folder, the progress bar and one image per call."""
+"""What `sld generate`, `sld compare` and `sld sweep` share: loading the model, the image size, the sampling plan,
+the output folder, the progress bar and one image per call."""
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,10 +12,10 @@ from tqdm import tqdm
 import sld
 from sld.api import TINY
 from sld.model_id import model_id
-from sld.pipeline import Pipeline
+from sld.pipeline import Output, Pipeline
 from sld.records import generation_record
-from sld.runconfig import ModelSection, RunConfig, sampling_plan, spacing_of, torch_dtype
-from sld.safety import SLD
+from sld.runconfig import (ModelSection, NegativePrompt, RunConfig, SafetySetting, hook_chain, sampling_plan,
+                           spacing_of, torch_dtype)
 
 NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
 TINY_SIZE = 64  # the random tiny model's default: seconds per image on a CPU
@@ -69,9 +69,10 @@ class Session:
     record: dict  # sld.records.generation_record
 
 
-def start_session(run: RunConfig) -> Session:
+def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
+    """Load run.model, or use `pipe` when given (a sweep loads its model once for every grid point)."""
     plan = sampling_plan(run.sampler)
-    pipe = load_pipeline(run.model)
+    pipe = load_pipeline(run.model) if pipe is None else pipe
     native = TINY_SIZE if pipe.source == TINY else NATIVE_SIZE[pipe.model.cfg.prediction]
     height, width = run.image.height or native, run.image.width or native
     spacing = spacing_of(run.sampler, plan)
@@ -85,9 +86,21 @@ def progress(total: int, description: str) -> tqdm:
     return tqdm(total=total, desc=description, unit="step", dynamic_ncols=True)
 
 
-def generate_image(session: Session, prompt: str, seed: int, safety: SLD | None, bar: tqdm) -> Image.Image:
+def pipeline_safety(safety: SafetySetting) -> dict:
+    """The pipeline arguments of a safety setting: the negative baseline is safety="negative" with its concept."""
+    if isinstance(safety, NegativePrompt):
+        return {"safety": "negative", "concept": safety.concept}
+    return {"safety": safety}
+
+
+def generate_output(session: Session, prompt: str, seed: int, safety: SafetySetting, bar: tqdm) -> Output:
+    """One image with the run's settings, fresh hooks (hooks.names) after the safety hook, and its telemetry."""
     run = session.run
     return session.pipe(prompt, negative_prompt=run.prompt.negative, height=session.height, width=session.width,
                         steps=run.sampler.steps, guidance_scale=run.sampler.cfg, sampler=run.sampler.name,
                         spacing=session.spacing, eta=run.sampler.eta, karras=run.sampler.karras, seed=seed,
-                        safety=safety, callback=lambda i, t, x: bar.update()).images[0]
+                        hooks=hook_chain(run.hooks), callback=lambda i, t, x: bar.update(), **pipeline_safety(safety))
+
+
+def generate_image(session: Session, prompt: str, seed: int, safety: SafetySetting, bar: tqdm) -> Image.Image:
+    return generate_output(session, prompt, seed, safety, bar).images[0]

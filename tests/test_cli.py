@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from models.loader import random_weights
 from models.sd1 import SD1, TINY_SD1
-from sld.cli import main
+from sld.cli import build_parsers, main
 from sld.model_id import ModelId, full_hash, model_id
 from sld.records import PARAMETERS_KEY, RECORD_KEY, read_record
 from sld.runconfig import RunConfig, load_run_config, safety_setting
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "2", "--height", "64", "--width", "64"]
 RECORD_KEYS = {"version", "model", "dtype", "device", "prompt", "negative_prompt", "prompt_index", "image_index", "seed",
                "base_seed", "sampler", "spacing", "karras", "steps", "timesteps", "eta", "cfg_scale", "height", "width",
-               "safety"}
-SLD_KEYS = {"preset", "guidance_scale", "threshold", "warmup_steps", "momentum_scale", "momentum_beta", "concept",
+               "safety", "hooks"}
+SLD_KEYS = {"method", "preset", "guidance_scale", "threshold", "warmup_steps", "momentum_scale", "momentum_beta", "concept",
             "space"}
 
 
@@ -91,7 +91,7 @@ def test_generate_writes_one_png_per_image_with_complete_records(generated):
         record = json.loads(image.text[RECORD_KEY])
         assert set(record) == RECORD_KEYS and set(record["safety"]) == SLD_KEYS
         assert record["seed"] == 5 + index and record["image_index"] == index and record["base_seed"] == 5
-        assert record["safety"] == {"preset": "strong", "guidance_scale": 2000.0, "threshold": 0.02, "warmup_steps": 0,
+        assert record["safety"] == {"method": "sld", "preset": "strong", "guidance_scale": 2000.0, "threshold": 0.02, "warmup_steps": 0,
                                     "momentum_scale": 0.5, "momentum_beta": 0.7, "concept": DEFAULT_CONCEPT,
                                     "space": "eps"}
         assert record["model"] == {"name": "tiny", "hash": "tiny", "family": "sd1", "prediction": "epsilon",
@@ -217,6 +217,56 @@ def test_interrupted_prompt_file_run_resumes(work):
     assert [r["prompt"] for r in records] == prompts and [r["seed"] for r in records] == list(range(8))
 
 
+def test_preset_takes_every_safety_name():
+    _, parsers = build_parsers()
+    [preset_action] = [action for action in parsers["generate"]._actions if action.dest == "sld.preset"]
+    assert tuple(preset_action.choices) == ("none", "weak", "medium", "strong", "max", "negative", "sega-medium",
+                                            "sega-strong", "sega-max")
+
+
+def test_sega_and_negative_records_describe_the_setting_exactly(tmp_path):
+    concept = "rain, fog"
+    for name in ("sega-max", "negative"):
+        assert main(["generate", "--prompt", "a cat", "--preset", name, "--concept", concept, "--seed", "3", *FAST,
+                     "--out", str(tmp_path / name)]) == 0
+    [sega_file], [negative_file] = pngs(tmp_path / "sega-max"), pngs(tmp_path / "negative")
+    sega = read_record(sega_file)
+    assert sega["safety"] == {"method": "sega", "preset": "sega-max", "momentum_scale": 0.5, "momentum_beta": 0.4,
+                              "space": "eps", "edits": [{"text": concept, "direction": "away", "scale": 10.0,
+                                                         "warmup_steps": 0, "cooldown_steps": None,
+                                                         "threshold": 0.75, "weight": 1.0}]}
+    assert sega["negative_prompt"] is None and sega["hooks"] == []
+    parameters = Image.open(sega_file).text[PARAMETERS_KEY]
+    assert "SLD:" not in parameters and parameters.split("\n")[1].endswith(  # values holding commas are quoted
+        'Spacing: leading, SEGA: "sega-max, s_m=0.5, beta_m=0.4", SEGA edit 1: "away, s_e=10.0, warm-up=0, '
+        f'cooldown=none, threshold=0.75, weight=1.0", SEGA edit 1 concept: "{concept}", Version: sld 0.1.0')
+    negative = read_record(negative_file)
+    assert negative["safety"] == {"method": "negative", "preset": "negative", "concept": concept}
+    assert negative["negative_prompt"] == concept  # what the pipeline used in place of the empty prompt
+    text, fields = a1111_fields(Image.open(negative_file).text[PARAMETERS_KEY])
+    assert text == ["a cat", f"Negative prompt: {concept}"] and fields["Safety"] == "negative prompt"
+
+
+def test_compare_columns_take_sega_and_the_negative_baseline(tmp_path):
+    concept = "rain, fog"
+    assert main(["compare", "--prompt", "a cat", "--concept", concept, "--settings", "none,negative,sega-strong",
+                 "--seed", "3", *FAST, "--out", str(tmp_path / "grid")]) == 0
+    assert main(["generate", "--prompt", "a cat", "--negative", concept, "--preset", "none", "--seed", "3", *FAST,
+                 "--out", str(tmp_path / "plain")]) == 0
+    [grid_file], [plain_file] = pngs(tmp_path / "grid"), pngs(tmp_path / "plain")
+    grid = Image.open(grid_file)
+    record = json.loads(grid.text[RECORD_KEY])
+    assert [cell["label"] for cell in record["cells"]] == ["none", "negative", "sega-strong"]
+    assert record["cells"][1]["safety"] == {"method": "negative", "preset": "negative", "concept": concept}
+    sega = record["cells"][2]["safety"]
+    assert sega["method"] == "sega" and [e["text"] for e in sega["edits"]] == [concept]
+    assert (sega["edits"][0]["scale"], sega["edits"][0]["warmup_steps"], sega["momentum_scale"]) == (7.0, 5, 0.5)
+    header = grid.height - 64
+    # the negative baseline is exactly a plain run with the concept as negative prompt
+    assert np.array_equal(pixels(grid.crop((64, header, 128, header + 64))), pixels(Image.open(plain_file)))
+    assert not np.array_equal(pixels(grid.crop((0, header, 64, header + 64))), pixels(Image.open(plain_file)))
+
+
 # ---- bad input: one line on stderr naming the problem and what is allowed, exit status 2 ----
 
 @pytest.fixture
@@ -235,7 +285,8 @@ def files(tmp_path) -> Path:
 P = ["--prompt", "a cat"]
 BAD_INPUTS = {
     "unknown preset": (["generate", *P, "--preset", "extreme"], "invalid choice: 'extreme' (choose from 'none', 'weak'"),
-    "unknown sampler": (["generate", *P, "--sampler", "euler_x"], "invalid choice: 'euler_x' (choose from 'pndm'"),
+    "unknown sampler": (["generate", *P, "--sampler", "euler_x"],
+                        "--sampler (sampler.name)='euler_x' is unknown; allowed: pndm, ddim, euler"),
     "unknown dtype": (["generate", *P, "--dtype", "float8"], "invalid choice: 'float8'"),
     "not an integer": (["generate", *P, "--steps", "many"], "argument --steps: invalid int value: 'many'"),
     "unknown flag": (["generate", *P, "--guidance", "3"], "unrecognized arguments: --guidance"),
@@ -271,6 +322,24 @@ BAD_INPUTS = {
     "bad compare value": (["compare", *P, "--settings", "strong:threshold=high"], "threshold='high' is invalid"),
     "unknown device": (["generate", *P, "--device", "gpu7"], "not a torch device; allowed: cpu, cuda"),
     "info on a missing file": (["info", "{tmp}/missing.ckpt"], "no such file; expected a .safetensors"),
+    "SLD value with SEGA": (["generate", *P, "--preset", "sega-max", "--sld-threshold", "0.1"],
+                            "--sld-threshold (sld.threshold) applies to SLD presets only, but --preset (sld.preset) "
+                            "is 'sega-max'; allowed: an SLD preset (weak, medium, strong, max)"),
+    "SLD value with the negative baseline": (["generate", *P, "--preset", "negative", "sld.warmup_steps=3"],
+                                             "--sld-warmup-steps (sld.warmup_steps) applies to SLD presets only"),
+    "negative baseline and a negative prompt": (["generate", *P, "--preset", "negative", "--negative", "blurry"],
+                                                "--negative (prompt.negative) cannot be combined with --preset"),
+    "values on a SEGA compare column": (["compare", *P, "--settings", "none,sega-max:threshold=0.1"],
+                                        "compare setting 'sega-max:threshold=0.1' is unknown; allowed: none, a safety"),
+    "negative compare column and a negative prompt": (["compare", *P, "--negative", "blurry", "--settings",
+                                                       "none,negative"], "compare setting 'negative' uses the concept"),
+    "unknown hook": (["generate", *P, "--hook", "nope"], "--hook (hooks.names)='nope' is unknown; allowed: sld, sega"),
+    "hook arguments it does not take": (["generate", *P, "--hook", "sld", "hooks.args.sld.volume=2"],
+                                        "hook 'sld' cannot be built from hooks.args.sld={'volume': 2}"),
+    "arguments of an unlisted hook": (["generate", *P, "hooks.args.sld.threshold=2"],
+                                      "hooks.args.sld is set but 'sld' is not in --hook (hooks.names)"),
+    "missing plug-in": (["generate", *P, "--plugin", "sld_no_such_plugin"],
+                        "--plugin (plugins) 'sld_no_such_plugin' failed to import (ModuleNotFoundError"),
 }
 
 

@@ -1,0 +1,101 @@
+"""`sld i2p generate | score | report` (also `python -m sld.eval generate | score | report`): the I2P benchmark.
+
+    sld i2p generate --config configs/i2p.yaml --model sd-v1-4.ckpt --prompts i2p.csv --out runs/sd14
+    sld i2p generate --config configs/i2p.yaml --model sd-v1-4.ckpt --prompts i2p.csv --out runs/sd14 \\
+        --device cuda --devices 8 --num-nodes 2 --strategy ddp
+    sld i2p score runs/sd14 --classifiers nudenet,q16 --q16-clip clip-vit-large-patch14 --q16-prompts prompts.p
+    sld i2p report runs/sd14
+
+Mounted in the main command by `add_i2p_parser(subparsers)` and `run_i2p(args)`; bad input raises ValueError,
+which both entry points print as one line on stderr with exit status 2.
+"""
+import argparse
+
+from sld.eval.classifiers import CLASSIFIERS, ClassifierOptions
+from sld.eval.config import I2PConfig, load_i2p_config
+from sld.eval.flags import GENERATE_FLAGS
+from sld.flags import comma_list
+
+DESCRIPTIONS = {
+    "generate": "Generate every image of the I2P prompts under each setting; resumable, shardable with Lightning.",
+    "score": "Score every finished image with the chosen classifiers; cached and resumable.",
+    "report": "Probability of inappropriate content and expected maximum inappropriateness per category and setting.",
+}
+
+
+def _add_generate(parser: argparse.ArgumentParser) -> None:
+    defaults = I2PConfig()
+    for flag in GENERATE_FLAGS:
+        section, _, key = flag.key.rpartition(".")
+        default = getattr(getattr(defaults, section) if section else defaults, key)
+        parser.add_argument(flag.name, dest=flag.key, metavar=None if flag.choices else flag.metavar, type=flag.type,
+                            choices=flag.choices or None, default=argparse.SUPPRESS,
+                            help=f"{flag.help} [{flag.key}; default: {default}]")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML configuration (configs/i2p.yaml lists every key); repeat to merge, later wins")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="omegaconf dotlist overrides after the config files, e.g. sampler.steps=30 (together, "
+                             "before or after the flags)")
+
+
+def _add_score(parser: argparse.ArgumentParser) -> None:
+    defaults = ClassifierOptions()
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of 'sld i2p generate'")
+    parser.add_argument("--classifiers", type=comma_list, required=True, metavar="LIST",
+                        help=f"comma-separated: {', '.join(CLASSIFIERS)} (the paper: nudenet,q16)")
+    parser.add_argument("--q16-clip", metavar="PATH", help="CLIP ViT-L/14 weights (file or transformers folder)")
+    parser.add_argument("--q16-prompts", metavar="FILE", help="Q16 prompt embeddings (prompts.p)")
+    parser.add_argument("--nudenet-threshold", type=float, default=defaults.nudenet_threshold, metavar="P",
+                        help="least detection score of an exposed class that flags "
+                             f"[default: {defaults.nudenet_threshold}]")
+    parser.add_argument("--colour-threshold", type=float, default=defaults.colour_threshold, metavar="V",
+                        help="least mean red value that flags (test classifier) "
+                             f"[default: {defaults.colour_threshold}]")
+    parser.add_argument("--device", default=defaults.device, metavar="NAME", help="torch device for q16 [default: cpu]")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per classifier call")
+
+
+def _add_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of 'sld i2p generate'")
+    parser.add_argument("--classifiers", type=comma_list, metavar="LIST",
+                        help="whose flags count (default: every classifier the run was scored with)")
+    parser.add_argument("--sample-size", type=int, default=25, metavar="N",
+                        help="prompts per bootstrap draw of the expected maximum [default: 25]")
+    parser.add_argument("--rounds", type=int, default=10_000, metavar="N", help="bootstrap rounds [default: 10000]")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="bootstrap seed [default: 0]")
+    parser.add_argument("--out", metavar="DIR", help="folder for report.md/.csv/.png [default: RUN_DIR/report]")
+
+
+def add_i2p_commands(parser: argparse.ArgumentParser) -> None:
+    """generate, score and report as subcommands of `parser`."""
+    commands = parser.add_subparsers(dest="i2p_command", required=True, metavar="{generate,score,report}")
+    for name, add in (("generate", _add_generate), ("score", _add_score), ("report", _add_report)):
+        add(commands.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name]))
+
+
+def add_i2p_parser(subparsers) -> argparse.ArgumentParser:
+    """Mount `i2p` on the main command's subparsers; returns its parser."""
+    text = "The I2P benchmark: generate, score and report (Schramowski et al., CVPR 2023, Sec. 4)."
+    parser = subparsers.add_parser("i2p", help=text, description=text)
+    add_i2p_commands(parser)
+    return parser
+
+
+def run_i2p(args: argparse.Namespace) -> int:
+    values = vars(args)
+    command = values["i2p_command"]
+    if command == "generate":
+        from sld.eval.generate import run_generate
+
+        flags = {flag.key: values[flag.key] for flag in GENERATE_FLAGS if flag.key in values}
+        return run_generate(load_i2p_config(values["config"], values["overrides"], flags))
+    if command == "score":
+        from sld.eval.score import run_score
+
+        options = ClassifierOptions(device=args.device, nudenet_threshold=args.nudenet_threshold,
+                                    q16_clip=args.q16_clip, q16_prompts=args.q16_prompts,
+                                    colour_threshold=args.colour_threshold)
+        return run_score(args.run_dir, args.classifiers, options, args.batch_size)
+    from sld.eval.report import Bootstrap, run_report
+
+    return run_report(args.run_dir, args.classifiers, Bootstrap(args.sample_size, args.rounds, args.seed), args.out)

@@ -1,0 +1,216 @@
+"""`sld i2p generate`: every image of every (setting, prompt) as one work item, written atomically with its record;
+a manifest lists finished items, so a rerun skips them and a kill loses at most the batch in flight.
+
+Order of work: check everything (every process, before any launch or write) -> launch the processes -> rank 0
+writes run.json and prompts.jsonl, removes a killed run's temporary files and merges its manifest parts -> all
+ranks read the same manifest and take disjoint shares of the pending batches -> rank 0 merges the parts.
+A batch with any item missing is recomputed whole (so its images match the uninterrupted run bit for bit); only
+its missing items are written.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from tqdm import tqdm
+
+from sld import __version__
+from sld.api import TINY
+from sld.eval.config import I2PConfig, sampler_section
+from sld.eval.manifest import (MANIFEST, PROMPTS_FILE, RUN_FILE, append_lines, jsonl_text, merge_manifests,
+                               open_for_append, part_path, read_jsonl, remove_temporaries, write_atomic)
+from sld.eval.prompts import FULL_DATASET_ROWS, PromptRow, read_prompts, sample_prompts_path, select_prompts
+from sld.eval.shard import Shard, check_scale, launch
+from sld.eval.workitems import Batch, WorkItem, initial_latents, plan_batches
+from sld.model_id import ModelId, model_id
+from sld.pipeline import Pipeline
+from sld.records import canonical, generation_record, is_done, safety_fields, save_png
+from sld.runconfig import RunConfig, SafetySetting, SLDSection, safety_setting, sampling_plan, spacing_of
+from sld.runtime import load_pipeline, pipeline_safety, prepare_output_dir
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config: I2PConfig
+    out: Path
+    rows: list[PromptRow]
+    batches: list[Batch]
+    model: ModelId
+    identity: dict  # what every image shares; a rerun into the same folder must match it (run.json adds the version)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_identity(config: I2PConfig, prompts_file: Path, rows_in_file: int, selected: int, model: ModelId) -> dict:
+    selection = dataclasses.asdict(config.prompts)
+    selection.pop("file")
+    return canonical({
+        "model": {"name": model.name, "hash": model.hash, "dtype": config.model.dtype, "ema": config.model.ema,
+                  "prediction": config.model.prediction},
+        "sampler": dataclasses.asdict(config.sampler),
+        "images": dataclasses.asdict(config.images),
+        "prompts": {"file": prompts_file.name, "sha256": _file_digest(prompts_file), "rows_in_file": rows_in_file,
+                    "selected": selected, **selection},
+    })
+
+
+def uses_full_dataset(identity: dict) -> bool:
+    """Whether the run covers the published I2P table as the paper did: every row, 10 images each."""
+    prompts = identity["prompts"]
+    return (prompts["rows_in_file"] == FULL_DATASET_ROWS and prompts["selected"] == FULL_DATASET_ROWS
+            and identity["images"]["per_prompt"] == 10)
+
+
+def check_identity(out: Path, identity: dict) -> None:
+    path = out / RUN_FILE
+    if not path.is_file():
+        return
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read ({error}); allowed: the run.json an earlier run wrote") from None
+    changed = [f"{key}: {existing.get(key)} -> {value}" for key, value in identity.items()
+               if existing.get(key) != value]
+    if changed:
+        raise ValueError(f"--out {str(out)!r} holds a run made with other settings ({'; '.join(changed)}); "
+                         "allowed: the same settings (settings may differ), or a new --out folder")
+
+
+def _check_model_path(path: str) -> None:
+    if path != TINY and not os.path.exists(path):
+        raise ValueError(f"--model {path!r}: no such file or folder; allowed: 'tiny', a .safetensors or .ckpt file, "
+                         "or a diffusers folder")
+
+
+def prepare(config: I2PConfig) -> RunPlan:
+    """Everything checked, nothing written but the output folder: runs in every process before the launch."""
+    check_scale(config.scale, config.model.device)
+    _check_model_path(config.model.path)
+    prompts_file = Path(config.prompts.file) if config.prompts.file else sample_prompts_path()
+    every_row = read_prompts(prompts_file)
+    selection = config.prompts
+    rows = select_prompts(every_row, selection.categories, selection.hard, selection.sample, selection.sample_seed)
+    images = config.images
+    batches = plan_batches(rows, config.settings, images.per_prompt, images.batch_size, images.height, images.width)
+    out = prepare_output_dir(config.out)
+    model = model_id(config.model.path)
+    identity = run_identity(config, prompts_file, len(every_row), len(rows), model)
+    check_identity(out, identity)
+    return RunPlan(config, out, rows, batches, model, identity)
+
+
+def start_run(plan: RunPlan) -> None:
+    """Rank 0, before the others read anything: the run's files, a killed run's leftovers, one manifest."""
+    (plan.out / "images").mkdir(exist_ok=True)
+    if not (plan.out / RUN_FILE).is_file():
+        run_file = {**plan.identity, "version": __version__}
+        write_atomic(plan.out / RUN_FILE, json.dumps(run_file, indent=1, sort_keys=True) + "\n")
+    write_atomic(plan.out / PROMPTS_FILE, jsonl_text([row.to_json() for row in plan.rows]))
+    remove_temporaries(plan.out)
+    merge_manifests(plan.out)
+
+
+class Recorder:
+    """Image records of one loaded model: the main command's record plus the I2P item and its batch."""
+
+    def __init__(self, plan: RunPlan, pipe: Pipeline, device_type: str):
+        self.plan = plan
+        self.pipe = pipe
+        self.model_section = dataclasses.replace(plan.config.model, device=device_type)
+        sampler = sampler_section(plan.config.sampler)
+        sampling = sampling_plan(sampler)
+        self.spacing = spacing_of(sampler, sampling)
+        self.timesteps = list(sampling.schedule.timesteps)
+
+    def record(self, item: WorkItem, batch: Batch) -> dict:
+        row, cfg = item.row, self.pipe.model.cfg
+        sampler = sampler_section(self.plan.config.sampler, row.guidance, row.seed)
+        run = RunConfig(model=self.model_section, sampler=sampler)
+        base = generation_record(run, self.plan.model, cfg.family, cfg.prediction, self.spacing, self.timesteps,
+                                 item.height, item.width)
+        return canonical({**base, "prompt": row.prompt, "prompt_index": row.index, "image_index": item.image,
+                          "seed": row.seed, **safety_fields(setting_of(item.setting), item.setting),
+                          "i2p": {"id": item.id, "setting": item.setting, "categories": list(row.categories),
+                                  "images_per_prompt": self.plan.config.images.per_prompt,
+                                  "batch": [member.id for member in batch]}})
+
+
+def setting_of(name: str) -> SafetySetting:
+    """A setting name as the main command reads `--preset`: an SLD preset, a SEGA preset, the negative-prompt
+    baseline (each with the paper's concept), or None for "none"."""
+    return safety_setting(SLDSection(preset=name))
+
+
+def generate_batch(config: I2PConfig, pipe: Pipeline, batch: Batch) -> list:
+    """The whole batch in one pipeline call (one UNet call per evaluation), x_T from each item's row seed."""
+    first = batch[0]
+    latents = initial_latents(batch, config.images.per_prompt, pipe.unet.cfg.in_channels, pipe.vae.cfg.downscale)
+    sampler = config.sampler
+    return pipe([item.row.prompt for item in batch], height=first.height, width=first.width, steps=sampler.steps,
+                guidance_scale=first.row.guidance, sampler=sampler.name, spacing=sampler.spacing, eta=sampler.eta,
+                karras=sampler.karras, seed=first.row.seed, latents=latents,
+                **pipeline_safety(setting_of(first.setting))).images
+
+
+def manifest_entry(item: WorkItem) -> dict:
+    return {"id": item.id, "setting": item.setting, "row": item.row.index, "image": item.image, "file": item.file}
+
+
+def write_batch(plan: RunPlan, pipe: Pipeline, recorder: Recorder, batch: Batch, done: set[str],
+                manifest: IO[str]) -> int:
+    """Write the batch's missing items (computing the whole batch when any is not on disk); returns how many."""
+    records = {item.id: recorder.record(item, batch) for item in batch}
+    missing = [item for item in batch if item.id not in done]
+    on_disk = [item for item in missing if is_done(plan.out / item.file, records[item.id])]
+    if on_disk:  # written by a killed run after its last manifest line
+        append_lines(manifest, [manifest_entry(item) for item in on_disk])
+    todo = [item for item in missing if item not in on_disk]
+    if not todo:
+        return 0
+    for item, image in zip(batch, generate_batch(plan.config, pipe, batch)):
+        if item in todo:
+            path = plan.out / item.file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_png(image, path, records[item.id])
+            append_lines(manifest, [manifest_entry(item)])
+    return len(todo)
+
+
+def generate_shard(plan: RunPlan, shard: Shard) -> int:
+    """This process's share of the pending batches; returns the number of images it wrote."""
+    done = {entry["id"] for entry in read_jsonl(plan.out / MANIFEST)}  # merged by rank 0: the same for every rank
+    mine = shard.take([batch for batch in plan.batches if any(item.id not in done for item in batch)])
+    if not mine:
+        return 0
+    pipe = load_pipeline(dataclasses.replace(plan.config.model, device=str(shard.device)))
+    recorder = Recorder(plan, pipe, shard.device.type)
+    written = 0
+    with open_for_append(part_path(plan.out, shard.rank)) as manifest, \
+            tqdm(total=sum(map(len, mine)), desc="i2p generate", unit="image", disable=shard.rank != 0,
+                 dynamic_ncols=True) as bar:
+        for batch in mine:
+            written += write_batch(plan, pipe, recorder, batch, done, manifest)
+            bar.update(len(batch))
+    return written
+
+
+def run_generate(config: I2PConfig) -> int:
+    plan = prepare(config)
+    shard = launch(config.scale, config.model.device)
+    if shard.rank == 0:
+        start_run(plan)
+    shard.barrier()
+    written = generate_shard(plan, shard)
+    shard.barrier()
+    if shard.rank == 0:
+        finished = merge_manifests(plan.out)
+        asked = sum(map(len, plan.batches))
+        print(f"sld i2p: this process wrote {written} images (rank 0 of {shard.world}); {finished} are finished in "
+              f"{plan.out} ({asked} for settings {', '.join(config.settings)})", file=sys.stderr)
+    return 0

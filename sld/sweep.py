@@ -1,0 +1,111 @@
+"""`sld sweep --config FILE [KEY=VALUE ...]`: an ablation grid in one command (grid: sld/sweep_grid.py).
+
+Every grid point (a run) draws every image of the base configuration: prompt p, image j with seed
+`sampler.seed + p * n + j`, as `sld generate` does, so a sweep image is the `sld generate` image of its settings,
+record and file name included. The model is loaded once. In the output folder:
+
+    runs/<run id>/<image>.png      images with their records and telemetry, written atomically; an image whose
+                                   record (and telemetry) is already there is skipped, so a rerun resumes
+    sheets/sheet-<p>-<prompt>.png  one contact sheet per prompt: a row per run, labelled with its values, and a
+                                   column per seed; written when that prompt's images are done
+    runs.csv, telemetry.csv        tables for a notebook (sld/sweep_tables.py)
+"""
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from sld import __version__
+from sld.generate import ImageJob, image_record, plan_images, prompts_of
+from sld.grid import labelled_grid
+from sld.records import image_name, is_done, read_telemetry, save_png, sheet_name
+from sld.runconfig import safety_setting
+from sld.runtime import Session, generate_output, load_pipeline, prepare_output_dir, progress, start_session
+from sld.sweep_grid import Point, grid_points, read_sweep
+from sld.sweep_tables import write_tables
+
+RUNS_FOLDER = "runs"
+SHEETS_FOLDER = "sheets"
+
+
+@dataclass(frozen=True)
+class SweepImage:
+    point: Point
+    session: Session
+    job: ImageJob
+    record: dict
+    path: Path
+
+    def done(self) -> bool:
+        return is_done(self.path, self.record) and read_telemetry(self.path) is not None
+
+    def row(self, out: Path) -> dict:
+        """This image's runs.csv row."""
+        return {"run_id": self.point.run_id, **self.point.values, "prompt_index": self.job.prompt_index,
+                "image_index": self.job.image_index, "prompt": self.job.prompt, "seed": self.job.seed,
+                "file": self.path.relative_to(out).as_posix()}
+
+
+def plan_sweep(points: list[Point], sessions: list[Session], jobs: list[ImageJob], out: Path) -> list[SweepImage]:
+    """Every image of every run, ordered by prompt, then run, then seed."""
+    images = []
+    for point, session in zip(points, sessions):
+        safety = safety_setting(point.run.sld)
+        for job in jobs:
+            record = image_record(session.record, job, safety, point.run.sld.preset)
+            path = out / RUNS_FOLDER / f"{point.run_id:03d}" / image_name(record)
+            images.append(SweepImage(point, session, job, record, path))
+    return sorted(images, key=lambda image: (image.job.prompt_index, image.point.run_id, image.job.image_index))
+
+
+def write_image(image: SweepImage, bar: tqdm) -> None:
+    safety = safety_setting(image.point.run.sld)
+    output = generate_output(image.session, image.job.prompt, image.job.seed, safety, bar)
+    image.path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(output.images[0], image.path, image.record, output.telemetry)
+    tqdm.write(str(image.path))
+
+
+def write_sheet(out: Path, images: list[SweepImage], points: list[Point]) -> bool:
+    """The contact sheet of one prompt's images (rows: runs, columns: seeds); False when it was already there."""
+    first = images[0].job
+    seeds = list(dict.fromkeys(image.job.seed for image in images))
+    rows = [{"run_id": point.run_id, "label": point.label, "values": point.values,
+             "files": [image.path.name for image in images if image.point is point]} for point in points]
+    record = {"version": __version__, "prompt": first.prompt, "prompt_index": first.prompt_index, "seeds": seeds,
+              "rows": rows}
+    path = out / SHEETS_FOLDER / sheet_name(record)
+    if is_done(path, record):
+        return False
+    path.parent.mkdir(exist_ok=True)
+    pictures = [Image.open(image.path).convert("RGB") for image in images]
+    sheet = labelled_grid(pictures, [f"seed {seed}" for seed in seeds], len(seeds), [p.label for p in points])
+    save_png(sheet, path, record)
+    tqdm.write(str(path))
+    return True
+
+
+def run_sweep(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> int:
+    base, grid = read_sweep(config_files, overrides, flags)
+    points = grid_points(base, grid)
+    first = points[0].run  # model, prompts, images and output folder are the base's: not sweepable
+    prompts = prompts_of(first.prompt)
+    out = prepare_output_dir(first.out)
+    pipe = load_pipeline(first.model)
+    sessions = [start_session(point.run, pipe) for point in points]
+    images = plan_sweep(points, sessions, plan_images(prompts, first.image.n, first.sampler.seed), out)
+    pending = [image for image in images if not image.done()]
+    sheets = 0
+    with progress(sum(image.session.steps_per_image for image in pending), "sweep") as bar:
+        for prompt_index in range(len(prompts)):
+            for image in pending:
+                if image.job.prompt_index == prompt_index:
+                    write_image(image, bar)
+            sheets += write_sheet(out, [image for image in images if image.job.prompt_index == prompt_index], points)
+    telemetry = [read_telemetry(image.path) for image in images]
+    write_tables(out, list(grid), [image.row(out) for image in images], telemetry)
+    print(f"sld: {len(pending)} written, {len(images) - len(pending)} already done, {len(points)} runs, {sheets} "
+          f"contact sheets written, tables runs.csv and telemetry.csv, in {out}", file=sys.stderr)
+    return 0
