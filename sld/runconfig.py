@@ -6,14 +6,12 @@ The `plugins` modules are imported before any value is checked, so the samplers 
 known by name.
 """
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from models.detect import PREDICTIONS
 from sampling.guidance import GuidanceHook
@@ -23,12 +21,13 @@ from sampling.schedule import alphas_cumprod, scaled_linear_betas
 from sld.flags import DTYPE_NAMES, PRESET_CHOICES, SLD_CHOICES, describe
 from sld.plugins import import_plugins
 from sld.safety import DEFAULT_CONCEPT, PRESET_VALUES, SLD, preset
+from sld import yamlconfig
 from sld.sega import SEGA, sega_safety
+from sld.yamlconfig import config_error, merge
 
 SLD_VALUES = ("guidance_scale", "threshold", "warmup_steps", "momentum_scale", "momentum_beta")
 SIZE_MULTIPLE = 8  # the Stable Diffusion VAE's downscale factor
 MAX_SEED = 2**63 - 1
-DOTLIST_ITEM = re.compile(r"^[A-Za-z_][\w.]*=")
 TRAINING_SCHEDULE = alphas_cumprod(scaled_linear_betas())  # every SD 1.x / 2.x model's, as the pipeline uses
 
 
@@ -112,46 +111,19 @@ SafetySetting = SLD | SEGA | NegativePrompt | None
 
 
 def _config_error(source: str, error: OmegaConfBaseException) -> ValueError:
-    """One line naming the source, the key and, for an unknown key, the keys allowed there."""
-    key = getattr(error, "full_key", None)
-    first_line = str(error).splitlines()[0]
-    if isinstance(error, ConfigKeyError) and key:
-        parent = key.rpartition(".")[0]
-        node = OmegaConf.select(OmegaConf.structured(RunConfig), parent) if parent else OmegaConf.structured(RunConfig)
-        allowed = ", ".join(f"{parent}.{k}" if parent else k for k in node) if OmegaConf.is_dict(node) else "none"
-        return ValueError(f"{source}: unknown key {key!r}; allowed: {allowed}")
-    return ValueError(f"{source}: {first_line}" + (f" (key {key})" if key else ""))
+    return config_error(source, error, RunConfig)
 
 
 def _merge(config, other, source: str):
-    try:
-        return OmegaConf.merge(config, other)
-    except OmegaConfBaseException as error:
-        raise _config_error(source, error) from None
+    return merge(config, other, source, RunConfig)
 
 
 def read_yaml(path: str) -> DictConfig:
-    try:
-        loaded = OmegaConf.load(path)
-    except OSError as error:
-        raise ValueError(f"config file {path!r} cannot be read ({error.strerror or error}); "
-                         "allowed: a readable YAML file") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"config file {path!r} is not valid YAML ({' '.join(str(error).split())})") from None
-    if not OmegaConf.is_dict(loaded):
-        raise ValueError(f"config file {path!r} must hold a mapping of sections (model, prompt, sampler, image, "
-                         "sld, compare, hooks, plugins, out)")
-    return loaded
+    return yamlconfig.read_yaml(path, RunConfig)
 
 
-def parse_dotlist(overrides: list[str]):
-    for item in overrides:
-        if not DOTLIST_ITEM.match(item):
-            raise ValueError(f"override {item!r} is not KEY=VALUE; allowed: dotted keys such as sampler.steps=30")
-    try:
-        return OmegaConf.from_dotlist(overrides)
-    except OmegaConfBaseException as error:
-        raise _config_error("overrides", error) from None
+def parse_dotlist(overrides: list[str]) -> DictConfig:
+    return yamlconfig.parse_dotlist(overrides, RunConfig)
 
 
 def merge_run_config(files: list[tuple[str, DictConfig]], overrides: list[str], flags: dict[str, object]

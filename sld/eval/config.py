@@ -5,15 +5,15 @@ key), dotlist overrides (`sampler.steps=30`), then flags. Everything is checked 
 """
 from dataclasses import dataclass, field
 
-import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from sld.eval.flags import SETTINGS, STRATEGIES, describe
 from sld.eval.prompts import check_categories
 from sld.flags import DTYPE_NAMES
-from sld.runconfig import DOTLIST_ITEM, SIZE_MULTIPLE, ModelSection, SamplerSection, sampling_plan
+from sld.runconfig import SIZE_MULTIPLE, ModelSection, SamplerSection, sampling_plan
 from sld.safety import PRESET_VALUES
+from sld.yamlconfig import config_error, merge, parse_dotlist, read_yaml
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -68,58 +68,16 @@ def sampler_section(section: I2PSamplerSection, guidance: float = 7.5, seed: int
                           eta=section.eta, karras=section.karras, seed=seed)
 
 
-def _config_error(source: str, error: OmegaConfBaseException) -> ValueError:
-    key = getattr(error, "full_key", None)
-    if isinstance(error, ConfigKeyError) and key:
-        parent = key.rpartition(".")[0]
-        schema = OmegaConf.structured(I2PConfig)
-        node = OmegaConf.select(schema, parent) if parent else schema
-        allowed = ", ".join(f"{parent}.{k}" if parent else k for k in node) if OmegaConf.is_dict(node) else "none"
-        return ValueError(f"{source}: unknown key {key!r}; allowed: {allowed}")
-    return ValueError(f"{source}: {str(error).splitlines()[0]}" + (f" (key {key})" if key else ""))
-
-
-def _merge(config, other, source: str):
-    try:
-        return OmegaConf.merge(config, other)
-    except OmegaConfBaseException as error:
-        raise _config_error(source, error) from None
-
-
-def _read_yaml(path: str):
-    try:
-        loaded = OmegaConf.load(path)
-    except OSError as error:
-        raise ValueError(f"config file {path!r} cannot be read ({error.strerror or error}); "
-                         "allowed: a readable YAML file") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"config file {path!r} is not valid YAML ({' '.join(str(error).split())})") from None
-    if not OmegaConf.is_dict(loaded):
-        raise ValueError(f"config file {path!r} must hold a mapping of sections "
-                         f"({', '.join(OmegaConf.structured(I2PConfig))})")
-    return loaded
-
-
-def _dotlist(overrides: list[str]):
-    for item in overrides:
-        if not DOTLIST_ITEM.match(item):
-            raise ValueError(f"override {item!r} is not KEY=VALUE; allowed: dotted keys such as sampler.steps=30")
-    try:
-        return OmegaConf.from_dotlist(overrides)
-    except OmegaConfBaseException as error:
-        raise _config_error("overrides", error) from None
-
-
 def load_i2p_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> I2PConfig:
     """Defaults <- YAML files <- dotlist overrides <- flags (dotted key -> value); validated."""
     config = OmegaConf.structured(I2PConfig)
     for path in config_files:
-        config = _merge(config, _read_yaml(path), f"config file {path!r}")
-    config = _merge(config, _dotlist(overrides), "overrides")
+        config = merge(config, read_yaml(path, I2PConfig), f"config file {path!r}", I2PConfig)
+    config = merge(config, parse_dotlist(overrides, I2PConfig), "overrides", I2PConfig)
     try:
         run = OmegaConf.to_object(config)
     except OmegaConfBaseException as error:
-        raise _config_error("config", error) from None
+        raise config_error("config", error, I2PConfig) from None
     for key, value in flags.items():
         section, _, name = key.rpartition(".")
         setattr(getattr(run, section) if section else run, name, value)
