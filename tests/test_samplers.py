@@ -8,7 +8,8 @@ from sampling.ddim import sample_ddim
 from sampling.pndm import sample_pndm
 from sampling.schedule import SPACINGS, alphas_cumprod, scaled_linear_betas, timesteps
 
-SHAPE = (2, 4, 8, 8)
+from fakes import SHAPE, FakeEps
+
 TOL = 1e-10
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 # CompVis make_ddim_timesteps("uniform") + 1, written out by hand: stride 1000 // 30 = 33 gives 31 entries.
@@ -17,26 +18,6 @@ COMPVIS_30 = [991, 958, 925, 892, 859, 826, 793, 760, 727, 694, 661, 628, 595, 5
 COMPVIS_50 = [981, 961, 941, 921, 901, 881, 861, 841, 821, 801, 781, 761, 741, 721, 701, 681, 661,
               641, 621, 601, 581, 561, 541, 521, 501, 481, 461, 441, 421, 401, 381, 361, 341, 321,
               301, 281, 261, 241, 221, 201, 181, 161, 141, 121, 101, 81, 61, 41, 21, 1]
-
-
-class FakeEps:
-    """Deterministic noise predictor eps = tanh(W x) + 0.3 sin(t / 97 + phase); records every call."""
-
-    def __init__(self, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        features = SHAPE[1] * SHAPE[2] * SHAPE[3]
-        self.weight = torch.randn(features, features, generator=g, dtype=torch.float64) / features**0.5
-        self.phase = torch.rand(SHAPE[1:], generator=g, dtype=torch.float64) * 6.28
-        self.calls: list[tuple[torch.Tensor, int]] = []
-
-    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        self.calls.append((x.clone(), int(t)))
-        mixed = torch.tanh(x.flatten(1) @ self.weight.T.to(x.dtype)).view(x.shape)
-        return mixed + 0.3 * torch.sin(t / 97 + self.phase.to(x.dtype))
-
-    @property
-    def seen_timesteps(self) -> list[int]:
-        return [t for _, t in self.calls]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from sampling.schedule import (alphas_cumprod, karras_sigmas, scaled_linear_beta
                                sigma_to_t, timesteps)
 from sampling.sigmas import DISCRETE, DPM_SOLVER, EULER
 
-SHAPE = (2, 4, 8, 8)
+from fakes import SHAPE, FakeEps
+
 TOL = 1e-10
 STEPS = 30  # 1000 % 30 != 0
 # Stable Diffusion 1.5's scheduler_config.json (a PNDMScheduler); the others are made with from_config of it
@@ -42,23 +43,6 @@ REFERENCES = {  # sampler -> (diffusers scheduler, its schedule family, takes th
     "ddpm": (DDPMScheduler, DISCRETE, True),
 }
 UPCASTING = ("euler", "euler_a", "dpmpp_2m")
-
-
-class FakeEps:
-    """Deterministic noise predictor eps = tanh(W x) + 0.3 sin(t / 97 + phase); records every call."""
-
-    def __init__(self, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        features = SHAPE[1] * SHAPE[2] * SHAPE[3]
-        self.weight = torch.randn(features, features, generator=g, dtype=torch.float64) / features**0.5
-        self.phase = torch.rand(SHAPE[1:], generator=g, dtype=torch.float64) * 6.28
-        self.calls: list[tuple[torch.Tensor, float]] = []
-
-    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
-        t = float(t)
-        self.calls.append((x.clone(), t))
-        mixed = torch.tanh(x.flatten(1) @ self.weight.T.to(x.dtype)).view(x.shape)
-        return mixed + 0.3 * torch.sin(t / 97 + self.phase.to(x.dtype))
 
 
 class Float64Torch:
