@@ -1,4 +1,14 @@
-"""Reference pipelines and schedulers from diffusers, set up the way the parity tests compare against them."""
+"""Reference pipelines and schedulers from diffusers, set up the way the parity tests compare against them, and the
+shapes-only state dict detection tests read."""
+import torch
+
+from models.loader import StableDiffusion
+
+
+def meta_state_dict(cfg) -> dict[str, torch.Tensor]:
+    """Every tensor of the model for `cfg` on the meta device: full-size shapes without memory."""
+    with torch.device("meta"):
+        return StableDiffusion(cfg).state_dict()
 
 
 SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,

@@ -5,8 +5,9 @@ from safetensors.torch import save_file
 
 from models.checkpoint import CheckpointError
 from models.detect import detect_config
-from models.loader import StableDiffusion, load_checkpoint
+from models.loader import load_checkpoint
 from models.sd1 import SD1, TINY_SD1
+from reference import meta_state_dict
 
 UNET = "model.diffusion_model."
 
@@ -61,11 +62,6 @@ def test_diffusers_folder_loads_exactly(reference_parts, tiny_weights, tmp_path)
     vae.save_pretrained(tmp_path / "vae")
     text.save_pretrained(tmp_path / "text_encoder")
     assert_loaded(load_checkpoint(tmp_path, dtype=torch.float64).model, tiny_weights)
-
-
-def meta_state_dict(cfg) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        return StableDiffusion(cfg).state_dict()
 
 
 def test_detects_full_size_sd1_from_shapes():

@@ -14,9 +14,8 @@ from models.checkpoint import CheckpointError
 from models.detect import detect
 from models.loader import build, load_checkpoint
 from models.sd2 import SD2, TINY_SD2
-from test_loading import meta_state_dict
 from sld.pipeline import Pipeline
-from reference import diffusers_sld_kwargs, float64_scheduler, reference_pipeline
+from reference import diffusers_sld_kwargs, float64_scheduler, meta_state_dict, reference_pipeline
 
 F64_TOL = 1e-10
 IMAGE_TOL = 1e-6
