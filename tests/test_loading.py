@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from models.checkpoint import CheckpointError
 from models.detect import detect_config
-from models.loader import load_checkpoint
+from models.loader import StableDiffusion, load_checkpoint
 from models.sd1 import SD1, TINY_SD1
 from reference import meta_state_dict
 
