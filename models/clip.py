@@ -20,13 +20,13 @@ ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu}
 
 
 class CLIPAttention(nn.Module):
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, causal: bool):
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(width, width) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(attend(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, causal=True))
+        return self.out_proj(attend(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, causal=self.causal))
 
 
 class CLIPMLP(nn.Module):
@@ -41,12 +41,14 @@ class CLIPMLP(nn.Module):
 
 
 class CLIPEncoderLayer(nn.Module):
-    def __init__(self, cfg: TextConfig):
+    """Pre-norm transformer layer of CLIP's towers: causal in the text tower, bidirectional in the vision tower."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int, activation: str, causal: bool = True):
         super().__init__()
-        self.self_attn = CLIPAttention(cfg.width, cfg.heads)
-        self.layer_norm1 = LayerNorm(cfg.width)
-        self.mlp = CLIPMLP(cfg.width, cfg.width * cfg.mlp_ratio, cfg.activation)
-        self.layer_norm2 = LayerNorm(cfg.width)
+        self.self_attn = CLIPAttention(width, heads, causal)
+        self.layer_norm1 = LayerNorm(width)
+        self.mlp = CLIPMLP(width, mlp_width, activation)
+        self.layer_norm2 = LayerNorm(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x))
@@ -66,7 +68,7 @@ class CLIPEmbeddings(nn.Module):
 class CLIPEncoder(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg.width, cfg.heads, cfg.width * cfg.mlp_ratio, cfg.activation) for _ in range(cfg.layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

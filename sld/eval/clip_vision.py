@@ -15,8 +15,8 @@ from PIL import Image
 from torch import nn
 
 from models.checkpoint import CheckpointError, format_keys, read_weight_file
-from models.clip import CLIPMLP
-from models.layers import Embedding, LayerNorm, Linear, attend
+from models.clip import CLIPEncoderLayer
+from models.layers import Embedding, LayerNorm, Linear
 
 HEAD_WIDTH = 64  # every OpenAI CLIP ViT uses 64-wide attention heads
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's image normalisation
@@ -40,29 +40,6 @@ class VisionConfig:
     activation: str = "quick_gelu"
 
 
-class VisionAttention(nn.Module):
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(width, width) for _ in range(4))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(attend(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads))
-
-
-class VisionEncoderLayer(nn.Module):
-    def __init__(self, cfg: VisionConfig):
-        super().__init__()
-        self.self_attn = VisionAttention(cfg.width, cfg.heads)
-        self.layer_norm1 = LayerNorm(cfg.width)
-        self.mlp = CLIPMLP(cfg.width, cfg.mlp_width, cfg.activation)
-        self.layer_norm2 = LayerNorm(cfg.width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x))
-        return x + self.mlp(self.layer_norm2(x))
-
-
 class VisionEmbeddings(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
@@ -79,7 +56,7 @@ class VisionEmbeddings(nn.Module):
 class VisionEncoder(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.layers = nn.ModuleList(VisionEncoderLayer(cfg) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg.width, cfg.heads, cfg.mlp_width, cfg.activation, causal=False) for _ in range(cfg.layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
