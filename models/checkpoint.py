@@ -10,6 +10,7 @@ not use. Nothing here casts dtypes or builds modules.
 from __future__ import annotations
 
 import _compat_pickle
+import json
 import os
 import pickle
 import re
@@ -138,6 +139,52 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: corrupt or truncated .safetensors file ({error})") from error
 
 
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                      "BOOL": torch.bool}
+
+
+def _safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a .safetensors file (name -> dtype, shape, data_offsets) and where the data starts."""
+    with open(path, "rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(size))
+    header.pop("__metadata__", None)
+    return header, 8 + size
+
+
+def _read_safetensors_cast(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating tensors read one at a time with plain file reads and cast to `dtype`: the process never holds the
+    stored copy of the whole file (a memory map would stay resident beside the cast copies)."""
+    _read_safetensors(path)  # safetensors validates the header, offsets and file size first
+    header, start = _safetensors_header(path)
+    tensors = {}
+    with open(path, "rb") as file:
+        for name, info in header.items():
+            begin, end = info["data_offsets"]
+            file.seek(start + begin)
+            data = bytearray(end - begin)
+            file.readinto(data)
+            stored = SAFETENSORS_DTYPES[info["dtype"]]
+            tensor = torch.frombuffer(data, dtype=stored) if data else torch.empty(0, dtype=stored)
+            tensor = tensor.reshape(info["shape"])
+            tensors[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return tensors
+
+
+def _needs_cast(path: Path, dtype: torch.dtype | None) -> bool:
+    if dtype is None:
+        return False
+    try:
+        header, _ = _safetensors_header(path)
+        stored = [SAFETENSORS_DTYPES.get(info["dtype"]) for info in header.values()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # an unreadable header: _read_safetensors reports it
+    if None in stored:
+        return False  # a dtype this reader does not know (float8, ...): the memory map handles the file
+    return any(d.is_floating_point and d != dtype for d in stored)
+
+
 def _tensors_only(path: Path, loaded: object) -> dict[str, torch.Tensor]:
     """The state dict under `state_dict` or at the top level, where non-tensor entries are dropped."""
     if not isinstance(loaded, dict):
@@ -154,26 +201,29 @@ def _tensors_only(path: Path, loaded: object) -> dict[str, torch.Tensor]:
     return dict(state_dict)
 
 
-def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """One weight file (.safetensors or pickled) -> its tensors, keys as stored."""
+def read_weight_file(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """One weight file (.safetensors or pickled) -> its tensors, keys as stored. With `dtype`, a .safetensors file
+    whose floating tensors are stored in another dtype is read tensor by tensor and cast (see
+    `_read_safetensors_cast`); otherwise nothing is cast here."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file() or suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
         state = "unsupported file type" if path.is_file() else "no such file"
         raise CheckpointError(f"{path}: {state}; expected {ALLOWED_FORMATS}")
     if suffix in SAFETENSORS_SUFFIXES:
-        return _read_safetensors(path)
+        return _read_safetensors_cast(path, dtype) if _needs_cast(path, dtype) else _read_safetensors(path)
     return _tensors_only(path, _read_pickle(path))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A checkpoint file or diffusers folder -> state dict in the CompVis single-file key layout."""
+def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A checkpoint file or diffusers folder -> state dict in the CompVis single-file key layout; `dtype`: the dtype
+    the weights are for, so that files stored in another dtype are cast while read (read_weight_file)."""
     path = Path(path)
     if path.is_dir():
         from models.diffusers_keys import read_diffusers_folder  # imported here: it imports this module
 
-        return read_diffusers_folder(path)
-    return read_weight_file(path)
+        return read_diffusers_folder(path, dtype)
+    return read_weight_file(path, dtype)
 
 
 def select_weights(sd: dict[str, torch.Tensor], ema: bool, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -268,7 +268,7 @@ def _text_encoder_to_compvis(sd: dict[str, torch.Tensor], part: Path) -> dict[st
 PART_CONVERTERS = {"unet": unet_to_compvis, "vae": vae_to_compvis, "text_encoder": text_encoder_to_compvis}
 
 
-def read_diffusers_folder(folder: str | Path) -> dict[str, torch.Tensor]:
+def read_diffusers_folder(folder: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """A diffusers pipeline folder (unet/, vae/, text_encoder/) -> CompVis-layout state dict."""
     folder = Path(folder)
     files = {part: weight_file(folder / part) for part in PART_CONVERTERS}
@@ -281,7 +281,7 @@ def read_diffusers_folder(folder: str | Path) -> dict[str, torch.Tensor]:
         )
     converted = {}
     for part, file in files.items():
-        weights = read_weight_file(file)
+        weights = read_weight_file(file, dtype)
         try:
             if part == "text_encoder":
                 converted.update(_text_encoder_to_compvis(weights, file.parent))

@@ -95,7 +95,7 @@ def prepare_state_dict(raw: dict[str, torch.Tensor], path: str, ema: bool = Fals
 
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                     ema: bool = False, prediction: str | None = None) -> LoadedCheckpoint:
-    raw = read_checkpoint(path)
+    raw = read_checkpoint(path, dtype)
     has_ema = any(k.startswith("model_ema.") for k in raw)
     sd, found = prepare_state_dict(raw, str(path), ema, prediction, scheduler_prediction(path))
     return LoadedCheckpoint(build(found.config, sd, device, dtype, str(path)), str(path), has_ema, found.prediction_reason)

@@ -22,6 +22,7 @@ from models.checkpoint import (
     drop_training_buffers,
     format_keys,
     read_checkpoint,
+    read_weight_file,
     select_weights,
 )
 
@@ -281,3 +282,20 @@ def test_format_keys():
     assert format_keys(["b", "a"]) == "'a', 'b'"
     many = [f"k{index:02d}" for index in range(42)]
     assert format_keys(many) == "'k00', 'k01', 'k02', 'k03', 'k04' ... and 37 more"
+
+
+def test_safetensors_cast_while_read_equals_cast_after(tmp_path):
+    """With a target dtype, a file stored in another one is read tensor by tensor (plain reads, no memory map kept)
+    and gives exactly the tensors a memory-mapped read cast afterwards gives; integer tensors are not cast."""
+    g = torch.Generator().manual_seed(0)
+    stored = {"a.weight": torch.randn(3, 5, generator=g), "b.bias": torch.randn(7, generator=g).half(),
+              "empty": torch.zeros(0), "ids": torch.arange(4)}
+    path = tmp_path / "mixed.safetensors"
+    save_file(stored, path)
+    cast = read_weight_file(path, torch.bfloat16)
+    assert set(cast) == set(stored)
+    for key, tensor in stored.items():
+        expected = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
+        assert cast[key].dtype == expected.dtype and torch.equal(cast[key], expected), key
+    same = read_weight_file(path, torch.float16)
+    assert same["b.bias"].dtype == torch.float16 and torch.equal(same["b.bias"], stored["b.bias"])
