@@ -19,8 +19,17 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from sld.runconfig import (RunConfig, SamplerSection, SLDSection, merge_run_config, parse_dotlist,
-                           read_yaml, run_config_of, set_key)
+from sld.runconfig import (
+    RunConfig,
+    SamplerSection,
+    SLDSection,
+    merge_run_config,
+    parse_dotlist,
+    read_yaml,
+    run_config_of,
+    set_key,
+)
+from sld.sweep_tables import flatten_dotted
 
 SWEEP = "sweep"
 NOT_SWEPT = ("sampler.seed",)  # seeds are the columns of each contact sheet
@@ -54,14 +63,6 @@ def value_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _flatten(mapping: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        flat.update(_flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
-    return flat
-
-
 def check_grid(grid: dict[str, object]) -> dict[str, list]:
     """Known keys with non-empty lists of values; ValueError naming the key and listing the allowed ones."""
     if not grid:
@@ -88,7 +89,7 @@ def read_sweep(config_files: list[str], overrides: list[str], flags: dict[str, o
     grid_overrides = [item for item in overrides if item.startswith(f"{SWEEP}.")]
     base = merge_run_config(files, [item for item in overrides if item not in grid_overrides], flags)
     merged = OmegaConf.merge(*grids, parse_dotlist(grid_overrides).get(SWEEP, {}))
-    return base, check_grid(_flatten(OmegaConf.to_container(merged, resolve=True)))
+    return base, check_grid(flatten_dotted(OmegaConf.to_container(merged, resolve=True)))
 
 
 def grid_points(base: DictConfig, grid: dict[str, list]) -> list[Point]:

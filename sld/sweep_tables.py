@@ -25,12 +25,13 @@ def cell(value) -> object:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def flatten_telemetry(entry: dict, prefix: str = "") -> dict[str, object]:
-    """{"index": 3, "t": 501, "sld": {"active_fraction": 0.1}} -> {"index": 3, "t": 501, "sld.active_fraction": 0.1}."""
+def flatten_dotted(mapping: dict, prefix: str = "") -> dict[str, object]:
+    """Nested mappings as dotted keys: {"index": 3, "sld": {"active_fraction": 0.1}} -> {"index": 3,
+    "sld.active_fraction": 0.1} (telemetry records, sweep grids)."""
     flat: dict[str, object] = {}
-    for key, value in entry.items():
+    for key, value in mapping.items():
         name = f"{prefix}{key}"
-        flat.update(flatten_telemetry(value, f"{name}.") if isinstance(value, dict) else {name: value})
+        flat.update(flatten_dotted(value, f"{name}.") if isinstance(value, dict) else {name: value})
     return flat
 
 
@@ -45,7 +46,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
 def telemetry_rows(image_row: dict, telemetry: list[dict]) -> list[dict]:
     """The image's identifying columns (without prompt and file) joined to each of its evaluations."""
     identity = {key: value for key, value in image_row.items() if key not in ("prompt", "file")}
-    return [{**identity, **flatten_telemetry(entry)} for entry in telemetry]
+    return [{**identity, **flatten_dotted(entry)} for entry in telemetry]
 
 
 def write_tables(out: Path, keys: Sequence[str], image_rows: list[dict], telemetry: list[list[dict]]) -> None:

@@ -14,7 +14,7 @@ from sld.cli import main
 from sld.grid import row_label_width
 from sld.records import RECORD_KEY, read_record
 from sld.sweep_grid import read_sweep
-from sld.sweep_tables import flatten_telemetry
+from sld.sweep_tables import flatten_dotted
 
 PROMPTS = ["a photo of a cat", "a red house"]
 PRESETS = ["none", "max", "sega-max", "negative"]
@@ -90,7 +90,7 @@ def test_telemetry_has_one_row_per_evaluation_per_image_per_run_as_the_pipeline_
                         output_type="latent").telemetry
         assert len(mine) == EVALUATIONS[sampler] == len(expected)
         for row, entry in zip(mine, expected):
-            flat = flatten_telemetry(entry)
+            flat = flatten_dotted(entry)
             assert {key: row[key] for key in flat} == {key: str(value) for key, value in flat.items()}  # exact
             assert all(row[key] == "" for key in columns[8:] if key not in flat)  # other hooks' fields: empty
 
