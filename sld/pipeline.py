@@ -76,6 +76,10 @@ class Pipeline:
                 raise ValueError("safety='negative' uses the concept as the negative prompt; leave negative_prompt=None")
             negatives = [chosen.negative_prompt] * len(prompts)
         chain = chosen.hooks + [get_hook(hook)() if isinstance(hook, str) else hook for hook in hooks]
+        not_hooks = [hook for hook in chain if not isinstance(hook, GuidanceHook)]
+        if not_hooks:
+            raise ValueError(f"hooks entry {not_hooks[0]!r} is not a guidance hook; allowed: objects with name, "
+                             "concepts(), reset() and __call__(direction, inputs), or registered hook names")
         plan = plan_sampling(sampler, steps, spacing, self.alphas_cumprod, eta=eta, karras=karras)
 
         concepts = list(dict.fromkeys(text for hook in chain for text in hook.concepts()))

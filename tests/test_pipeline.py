@@ -114,6 +114,8 @@ BAD = [
     (dict(num_images_per_prompt=0), "num_images_per_prompt=0 is invalid"),
     (dict(prompt=[]), "prompt must be a string or a non-empty list of strings"),
     (dict(concept=""), "concept='' is invalid"),
+    (dict(hooks=[object()]), "hooks entry <object object at .*> is not a guidance hook"),
+    (dict(hooks=["nonexistent"]), "nonexistent"),
 ]
 
 
