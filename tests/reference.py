@@ -1,8 +1,22 @@
 """Reference pipelines and schedulers from diffusers, set up the way the parity tests compare against them, and the
 shapes-only state dict detection tests read."""
 import torch
+from safetensors.torch import save_file
 
 from models.loader import StableDiffusion
+
+
+def save_safetensors(sd: dict[str, torch.Tensor], path) -> None:
+    save_file({k: v.contiguous() for k, v in sd.items()}, path)
+
+
+def assert_loaded(model: StableDiffusion, expected: dict[str, torch.Tensor], dtype=torch.float64) -> None:
+    """The model holds exactly the expected tensors (same keys), in `dtype`."""
+    got = model.state_dict()
+    assert set(got) == set(expected)
+    for key, tensor in expected.items():
+        assert got[key].dtype == dtype, key
+        assert torch.equal(got[key], tensor.to(dtype)), key
 
 
 def meta_state_dict(cfg) -> dict[str, torch.Tensor]:

@@ -1,13 +1,12 @@
 """End to end loading: every file format to the same model tensors, dtype casting, EMA, family detection and its errors."""
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from models.checkpoint import CheckpointError
 from models.detect import detect_config
-from models.loader import StableDiffusion, load_checkpoint
+from models.loader import load_checkpoint
 from models.sd1 import SD1, TINY_SD1
-from reference import meta_state_dict
+from reference import assert_loaded, meta_state_dict, save_safetensors
 
 UNET = "model.diffusion_model."
 
@@ -16,18 +15,10 @@ def ema_key(key: str) -> str:
     return "model_ema." + key.removeprefix("model.").replace(".", "")
 
 
-def assert_loaded(model: StableDiffusion, expected: dict[str, torch.Tensor], dtype=torch.float64) -> None:
-    got = model.state_dict()
-    assert set(got) == set(expected)
-    for key, tensor in expected.items():
-        assert got[key].dtype == dtype, key
-        assert torch.equal(got[key], tensor.to(dtype)), key
-
-
 @pytest.fixture(scope="module")
 def single_file(tiny_weights, tmp_path_factory):
     path = tmp_path_factory.mktemp("single") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_weights.items()}, path)
+    save_safetensors(tiny_weights, path)
     return path
 
 
@@ -98,7 +89,7 @@ UNSUPPORTED = {
 def test_unsupported_files_are_named(tiny_weights, tmp_path, case):
     make, message = UNSUPPORTED[case]
     path = tmp_path / f"{case}.safetensors"
-    save_file({k: v.contiguous() for k, v in make(tiny_weights).items()}, path)
+    save_safetensors(make(tiny_weights), path)
     with pytest.raises(CheckpointError, match=message) as error:
         load_checkpoint(path)
     assert str(path) in str(error.value)
@@ -110,7 +101,7 @@ def test_wrong_missing_and_unexpected_keys_are_listed(tiny_weights, tmp_path):
     sd[UNET + "input_blocks.1.0.emb_layers.1.bias"] = torch.zeros(3)
     sd[UNET + "extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken.safetensors"
-    save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    save_safetensors(sd, path)
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
     message = str(error.value)

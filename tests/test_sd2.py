@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import sld
 from models.checkpoint import CheckpointError
@@ -15,7 +14,8 @@ from models.detect import detect
 from models.loader import build, load_checkpoint
 from models.sd2 import SD2, TINY_SD2
 from sld.pipeline import Pipeline
-from reference import diffusers_sld_kwargs, float64_scheduler, meta_state_dict, reference_pipeline
+from reference import (assert_loaded, diffusers_sld_kwargs, float64_scheduler, meta_state_dict, reference_pipeline,
+                       save_safetensors)
 
 F64_TOL = 1e-10
 IMAGE_TOL = 1e-6
@@ -30,7 +30,7 @@ def ours(tiny_sd2_weights):
 @pytest.fixture(scope="module")
 def original_file(tiny_sd2_original, tmp_path_factory):
     path = tmp_path_factory.mktemp("sd2") / "v2-tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_sd2_original.items()}, path)
+    save_safetensors(tiny_sd2_original, path)
     return path
 
 
@@ -71,14 +71,12 @@ def test_detects_full_size_sd2_from_shapes():
 def test_original_file_loads_and_drops_what_sd2_never_runs(original_file, tiny_sd2_weights):
     loaded = load_checkpoint(original_file, dtype=torch.float64)
     assert loaded.model.cfg == TINY_SD2
-    got = loaded.model.state_dict()
-    assert set(got) == set(tiny_sd2_weights)
-    assert all(torch.equal(got[k], v) for k, v in tiny_sd2_weights.items())
+    assert_loaded(loaded.model, tiny_sd2_weights)
 
 
 def test_prediction_rules(tiny_sd2_original, tmp_path):
     marked = tmp_path / "marked.safetensors"
-    save_file({**{k: v.contiguous() for k, v in tiny_sd2_original.items()}, "v_pred": torch.tensor([])}, marked)
+    save_safetensors({**tiny_sd2_original, "v_pred": torch.tensor([])}, marked)
     loaded = load_checkpoint(marked)
     assert loaded.model.cfg.prediction == "v" and "v_pred" in loaded.prediction_reason
     override = load_checkpoint(marked, prediction="epsilon")
@@ -97,9 +95,7 @@ def test_diffusers_folder_loads_exactly(reference_sd2_parts, tiny_sd2_weights, t
     loaded = load_checkpoint(tmp_path, dtype=torch.float64)
     assert loaded.model.cfg.text == TINY_SD2.text and loaded.model.cfg.prediction == "epsilon"
     assert loaded.prediction_reason == "the diffusers folder's scheduler config says so"
-    got = loaded.model.state_dict()
-    assert set(got) == set(tiny_sd2_weights)
-    assert all(torch.equal(got[k], v) for k, v in tiny_sd2_weights.items())
+    assert_loaded(loaded.model, tiny_sd2_weights)
 
 
 def test_sdxl_and_inpainting_still_refused(tiny_sd2_weights, tmp_path):
@@ -108,7 +104,7 @@ def test_sdxl_and_inpainting_still_refused(tiny_sd2_weights, tmp_path):
              "inpaint": ({**tiny_sd2_weights, unet_in: torch.zeros(64, 9, 3, 3)}, "9 input channels")}
     for name, (sd, message) in cases.items():
         path = tmp_path / f"{name}.safetensors"
-        save_file({k: v.contiguous() for k, v in sd.items()}, path)
+        save_safetensors(sd, path)
         with pytest.raises(CheckpointError, match=message):
             load_checkpoint(path)
 
