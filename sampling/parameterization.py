@@ -36,3 +36,10 @@ def to_eps(prediction: str, output: torch.Tensor, x: torch.Tensor, alpha: float)
     if prediction == "epsilon":
         return output
     return math.sqrt(alpha) * output + math.sqrt(1.0 - alpha) * x
+
+
+def from_eps(prediction: str, eps: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The inverse of `to_eps`: v = (eps - sqrt(1 - a) x_t) / sqrt(a)."""
+    if prediction == "epsilon":
+        return eps
+    return (eps - math.sqrt(1.0 - alpha) * x) / math.sqrt(alpha)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from sampling.ddpm import sample_ddpm
-from sampling.discrete import ddim, pndm
+from sampling.discrete import ddim, pndm, pndm_diffusers
 from sampling.dpm_solver import sample_dpmpp_2m
 from sampling.euler import sample_euler, sample_euler_ancestral, sample_heun
 from sampling.lms import sample_lms
@@ -30,6 +30,7 @@ BUILTINS = (
     ("lms", sample_lms, EULER),
     ("dpmpp_2m", sample_dpmpp_2m, DPM_SOLVER),
     ("ddpm", sample_ddpm, DISCRETE),
+    ("pndm_diffusers", pndm_diffusers, DISCRETE),
 )
 for _name, _fn, _family in BUILTINS:
     register_sampler(_name, family=_family)(_fn)

@@ -12,7 +12,7 @@ from sampling.samplers import plan_sampling, sample
 from sampling.schedule import alphas_cumprod, scaled_linear_betas
 from sampling.sigmas import DISCRETE, EULER
 
-BUILTINS = ("pndm", "ddim", "euler", "euler_a", "heun", "lms", "dpmpp_2m", "ddpm")
+BUILTINS = ("pndm", "ddim", "euler", "euler_a", "heun", "lms", "dpmpp_2m", "ddpm", "pndm_diffusers")
 ALPHAS = alphas_cumprod(scaled_linear_betas())
 
 

@@ -106,6 +106,16 @@ def test_pndm_matches_diffusers(steps, ours):
     assert max_abs(got, want) <= TOL, f"final sample differs by {max_abs(got, want)} > 1e-10"
 
 
+def test_pndm_model_space_is_eps_space_on_epsilon_models_only(ours):
+    """space="model" combines raw outputs: the same numbers for an epsilon model, others for a v model."""
+    class FakeV(FakeEps):
+        prediction = "v"
+
+    for model_type, same in ((FakeEps, True), (FakeV, False)):
+        runs = [sample_pndm(model_type(), start_noise(), timesteps(10), ours, space=space) for space in ("eps", "model")]
+        assert torch.equal(*runs) is same
+
+
 def test_pndm_evaluation_sequence_s3(ours):
     model = FakeEps()
     sample_pndm(model, start_noise(), timesteps(3), ours)

@@ -145,17 +145,18 @@ def test_v_model_ddim_pipeline_matches_diffusers_in_model_space(ours, reference_
     assert abs(eps_space.images - images).max() > 100 * IMAGE_TOL  # the paper's eps space differs on v-models
 
 
-def test_v_model_pndm_differs_from_diffusers_only_by_its_v_space_multistep(ours, reference_pipes):
-    """diffusers' PNDMScheduler combines raw v outputs of different timesteps and converts the sum with the current
-    x_t; our PLMS (like DDIM and every other sampler) combines eps. With SLD off and a single step the combination
-    does not occur, so the two agree exactly; over many steps they differ by that choice only."""
+@pytest.mark.parametrize("preset", ["medium", "max"])
+def test_v_model_pndm_diffusers_matches_diffusers_and_pndm_is_compvis(ours, reference_pipes, preset):
+    """diffusers' PNDMScheduler combines raw v outputs of several timesteps and converts the sum with the current
+    x_t: `pndm_diffusers` does the same and matches it; `pndm` combines eps (CompVis' SD 2 plms.py) and differs."""
+    import dataclasses
+
     latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    off = sld.SLD(guidance_scale=0.0)
-    pipe = reference_pipes["pndm"]
-    captured = {}
-    pipe(["a photo of a cat", "a red car"], height=64, width=64, num_inference_steps=1, guidance_scale=7.5,
-         negative_prompt=["blurry", "dark"], latents=latents.clone(), output_type="np", sld_guidance_scale=0.0,
-         callback=lambda i, t, x: captured.__setitem__("x", x))
-    got = Pipeline(ours)(["a photo of a cat", "a red car"], negative_prompt=["blurry", "dark"], height=64, width=64,
-                         steps=1, sampler="pndm", latents=latents, safety=off, output_type="latent")
-    assert (got.latents - captured["x"]).abs().max().item() <= 1e-10
+    hook = dataclasses.replace(sld.PRESETS[preset], space="model")
+    images, final = run_reference(reference_pipes["pndm"], latents, hook)
+    runs = {name: Pipeline(ours)(["a photo of a cat", "a red car"], negative_prompt=["blurry", "dark"], height=64,
+                                 width=64, steps=STEPS, sampler=name, latents=latents, safety=hook, output_type="np")
+            for name in ("pndm_diffusers", "pndm")}
+    assert (runs["pndm_diffusers"].latents - final).abs().max().item() <= 1e-8
+    assert abs(runs["pndm_diffusers"].images - images).max() <= IMAGE_TOL
+    assert abs(runs["pndm"].images - images).max() > 100 * IMAGE_TOL
