@@ -7,6 +7,7 @@ the two implementations alternating, and the table shows medians over `--repeats
 
     python scripts/benchmark.py --repeats 3      # full SD 1.5 at 512x512 (minutes per repeat on a small CPU)
     python scripts/benchmark.py --quick          # tiny model at 64x64, seconds; what the test suite runs
+    python scripts/benchmark.py --device cuda    # the same on a GPU in float16/bfloat16 (median of 20 calls)
 
 The SLD evaluation is one UNet call for 3 guidance branches (unconditional, prompt, safety concept) of one
 latent: ours takes x [1, 4, h, w] with context [3, 77, 768]; diffusers takes x repeated 3 times, as its pipeline
@@ -38,7 +39,8 @@ from models.sd1 import SD1, TINY_SD1  # noqa: E402
 
 BRANCHES = 3  # SLD: unconditional, prompt, safety concept
 TIMESTEP = 981
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GPU_CALLS = 20  # timed calls per GPU measurement (after 3 warm-up calls); one call is milliseconds
 IMPLS = ("ours", "diffusers")
 
 
@@ -53,14 +55,22 @@ class Setting:
 FULL = Setting("SD 1.5 (random weights), 512x512", SD1, 512, 2048)
 QUICK = Setting("tiny SD 1 topology (random weights), 64x64", TINY_SD1, 64, 1024)
 
-# (task, row label); a task runs in its own subprocess and returns seconds and peak RSS
-TASKS = (
-    ("load", "load, float32 checkpoint from page cache"),
-    ("sld-float32", "SLD evaluation (3 branches), float32"),
-    ("sld-bfloat16", "SLD evaluation (3 branches), bfloat16"),
-    ("vae-float32", "VAE decode, float32"),
-    ("vae-bfloat16", "VAE decode, bfloat16"),
-)
+# (task, row label) per device; a task runs in its own subprocess and returns seconds and peak memory
+TASKS = {
+    "cpu": (
+        ("load", "load, float32 checkpoint from page cache"),
+        ("sld-float32", "SLD evaluation (3 branches), float32"),
+        ("sld-bfloat16", "SLD evaluation (3 branches), bfloat16"),
+        ("vae-float32", "VAE decode, float32"),
+        ("vae-bfloat16", "VAE decode, bfloat16"),
+    ),
+    "cuda": (
+        ("load", "load to the GPU as float16, checkpoint from page cache"),
+        ("sld-float16", "SLD evaluation (3 branches), float16"),
+        ("sld-bfloat16", "SLD evaluation (3 branches), bfloat16"),
+        ("vae-float16", "VAE decode, float16"),
+    ),
+}
 
 
 # ---------------------------------------------------------------- preparing the weights (once)
@@ -125,42 +135,44 @@ def read_into_page_cache(folder: Path) -> None:
 
 # ---------------------------------------------------------------- one measurement (child process)
 
-def load_ours(workdir: Path, dtype: torch.dtype):
+def load_ours(workdir: Path, dtype: torch.dtype, device: str):
     from models.loader import load_checkpoint
 
-    return load_checkpoint(workdir / "model.safetensors", dtype=dtype).model
+    return load_checkpoint(workdir / "model.safetensors", dtype=dtype, device=device).model
 
 
-def load_diffusers(workdir: Path, dtype: torch.dtype) -> dict:
+def load_diffusers(workdir: Path, dtype: torch.dtype, device: str) -> dict:
     """All three parts, as a pipeline holds them (ours loads the whole single file too)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}
-    return {part: cls.from_pretrained(workdir / "diffusers" / part, torch_dtype=dtype).eval() for part, cls in classes.items()}
+    return {part: cls.from_pretrained(workdir / "diffusers" / part, torch_dtype=dtype).to(device).eval()
+            for part, cls in classes.items()}
 
 
-def sld_call(impl: str, workdir: Path, setting: Setting, dtype: torch.dtype):
+def sld_call(impl: str, workdir: Path, setting: Setting, dtype: torch.dtype, device: str):
     """A zero-argument callable doing one SLD model evaluation, the model already loaded."""
     latent = setting.image_size // setting.cfg.vae.downscale
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, setting.cfg.unet.in_channels, latent, latent, generator=g).to(dtype)
-    context = torch.randn(BRANCHES, setting.cfg.text.max_length, setting.cfg.unet.context_dim, generator=g).to(dtype)
-    t = torch.tensor([TIMESTEP])
+    x = torch.randn(1, setting.cfg.unet.in_channels, latent, latent, generator=g).to(device, dtype)
+    context = torch.randn(BRANCHES, setting.cfg.text.max_length, setting.cfg.unet.context_dim, generator=g).to(device, dtype)
+    t = torch.tensor([TIMESTEP], device=device)
     if impl == "ours":
-        unet = load_ours(workdir, dtype).unet
+        unet = load_ours(workdir, dtype, device).unet
         return lambda: unet(x, t, context)
-    unet = load_diffusers(workdir, dtype)["unet"]
+    unet = load_diffusers(workdir, dtype, device)["unet"]
     return lambda: unet(x.repeat(BRANCHES, 1, 1, 1), t, encoder_hidden_states=context).sample
 
 
-def vae_call(impl: str, workdir: Path, setting: Setting, dtype: torch.dtype):
+def vae_call(impl: str, workdir: Path, setting: Setting, dtype: torch.dtype, device: str):
     latent = setting.image_size // setting.cfg.vae.downscale
-    z = torch.randn(1, setting.cfg.vae.z_channels, latent, latent, generator=torch.Generator().manual_seed(1)).to(dtype)
+    z = torch.randn(1, setting.cfg.vae.z_channels, latent, latent, generator=torch.Generator().manual_seed(1))
+    z = z.to(device, dtype)
     if impl == "ours":
-        vae = load_ours(workdir, dtype).vae
+        vae = load_ours(workdir, dtype, device).vae
         return lambda: vae.decode(z)
-    vae = load_diffusers(workdir, dtype)["vae"]
+    vae = load_diffusers(workdir, dtype, device)["vae"]
     return lambda: vae.decode(z).sample
 
 
@@ -173,22 +185,42 @@ def import_implementation(impl: str) -> None:
         import transformers  # noqa: F401
 
 
-def timed(work) -> dict:
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(work, device: str) -> dict:
     """Wall-clock seconds, and CPU seconds of all threads (less sensitive to other processes sharing the cores)."""
+    synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     work()
+    synchronize(device)
     return {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
 
 
-def measure(impl: str, task: str, workdir: Path, setting: Setting) -> dict:
-    """Times of the task: the load itself, or one call after one untimed warm-up call."""
+def timed_median(call, device: str) -> dict:
+    """On a GPU: the median of GPU_CALLS synchronised calls after 3 warm-up calls."""
+    for _ in range(3):
+        call()
+    runs = [timed(call, device) for _ in range(GPU_CALLS)]
+    return {field: statistics.median(r[field] for r in runs) for field in runs[0]}
+
+
+def measure(impl: str, task: str, workdir: Path, setting: Setting, device: str) -> dict:
+    """Times of the task: the load itself, or (CPU) one call after one untimed warm-up call."""
     import_implementation(impl)
     if task == "load":
-        return timed(lambda: load_ours(workdir, torch.float32) if impl == "ours" else load_diffusers(workdir, torch.float32))
+        dtype = torch.float32 if device == "cpu" else torch.float16
+        load = load_ours if impl == "ours" else load_diffusers
+        return timed(lambda: load(workdir, dtype, device), device)
     kind, dtype_name = task.split("-")
-    call = (sld_call if kind == "sld" else vae_call)(impl, workdir, setting, DTYPES[dtype_name])
+    call = (sld_call if kind == "sld" else vae_call)(impl, workdir, setting, DTYPES[dtype_name], device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # the weights stay counted; transients of the load do not
+        return timed_median(call, device)
     call()
-    return timed(call)
+    return timed(call, device)
 
 
 def peak_rss_mb() -> float:
@@ -201,16 +233,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; no /proc elsewhere
 
 
+def peak_memory_mb(device: str) -> float:
+    """Peak resident memory on the CPU; on a GPU the peak of allocated device memory."""
+    return peak_rss_mb() if device == "cpu" else torch.cuda.max_memory_allocated() / 2**20
+
+
 def child(spec: dict) -> None:
     setting = QUICK if spec["quick"] else FULL
     torch.set_num_threads(spec["threads"])
     with torch.inference_mode():
-        times = measure(spec["impl"], spec["task"], Path(spec["workdir"]), setting)
-    print(json.dumps({**times, "peak_rss_mb": peak_rss_mb()}))
+        times = measure(spec["impl"], spec["task"], Path(spec["workdir"]), setting, spec["device"])
+    print(json.dumps({**times, "peak_memory_mb": peak_memory_mb(spec["device"])}))
 
 
-def run_child(impl: str, task: str, workdir: Path, quick: bool, threads: int) -> dict:
-    spec = json.dumps({"impl": impl, "task": task, "workdir": str(workdir), "quick": quick, "threads": threads})
+def run_child(impl: str, task: str, workdir: Path, quick: bool, threads: int, device: str) -> dict:
+    spec = json.dumps({"impl": impl, "task": task, "workdir": str(workdir), "quick": quick, "threads": threads,
+                       "device": device})
     done = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{impl} {task} failed:\n{done.stderr[-4000:]}")
@@ -234,27 +272,26 @@ def unet_flops(cfg: ModelConfig, latent: int) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak(n: int, dtype: torch.dtype, tries: int = 5) -> float:
+def matmul_peak(n: int, dtype: torch.dtype, device: str, tries: int = 5) -> float:
     """Best GFLOP/s of an n x n x n torch.mm in `dtype`."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(tries):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
+        seconds = timed(lambda: torch.mm(a, b), device)["seconds"]
+        best = min(best, seconds)
     return 2 * n**3 / best / 1e9
 
 
 # ---------------------------------------------------------------- the run and its table
 
-def collect(workdir: Path, repeats: int, quick: bool, threads: int) -> dict:
+def collect(workdir: Path, repeats: int, quick: bool, threads: int, device: str) -> dict:
     """results[impl][task] -> list of child results, implementations alternated inside every repeat."""
-    results = {impl: {task: [] for task, _ in TASKS} for impl in IMPLS}
+    results = {impl: {task: [] for task, _ in TASKS[device]} for impl in IMPLS}
     for r in range(repeats):
-        for task, label in TASKS:
+        for task, label in TASKS[device]:
             for impl in IMPLS if r % 2 == 0 else reversed(IMPLS):
-                results[impl][task].append(run_child(impl, task, workdir, quick, threads))
+                results[impl][task].append(run_child(impl, task, workdir, quick, threads, device))
                 print(f"  repeat {r + 1}/{repeats}: {impl:9s} {label}: {results[impl][task][-1]}", file=sys.stderr)
     return results
 
@@ -263,21 +300,23 @@ def median(results: dict, impl: str, task: str, field: str) -> float:
     return statistics.median(r[field] for r in results[impl][task])
 
 
-def table(results: dict, flops: int, peaks: dict[str, float]) -> list[str]:
+def table(results: dict, flops: int, peaks: dict[str, float], device: str) -> list[str]:
     rows = ["| measurement (median) | ours | diffusers | ours/diffusers |", "|---|---:|---:|---:|"]
 
     def row(label: str, ours: float, theirs: float, digits: int) -> None:
         rows.append(f"| {label} | {ours:.{digits}f} | {theirs:.{digits}f} | {ours / theirs:.2f} |")
 
-    for task, label in TASKS:
-        row(f"{label} (s)", median(results, "ours", task, "seconds"), median(results, "diffusers", task, "seconds"), 3)
-    for task, label in TASKS:
+    tasks = TASKS[device]
+    for task, label in tasks:
+        row(f"{label} (s)", median(results, "ours", task, "seconds"), median(results, "diffusers", task, "seconds"), 4)
+    for task, label in tasks if device == "cpu" else ():
         row(f"CPU time: {label} (s)", median(results, "ours", task, "cpu_seconds"),
             median(results, "diffusers", task, "cpu_seconds"), 3)
-    for task, label in TASKS:
-        row(f"peak RSS: {label} (MB)", median(results, "ours", task, "peak_rss_mb"),
-            median(results, "diffusers", task, "peak_rss_mb"), 0)
-    for name in DTYPES:
+    memory = "peak RSS" if device == "cpu" else "peak GPU memory allocated"
+    for task, label in tasks:
+        row(f"{memory}: {label} (MB)", median(results, "ours", task, "peak_memory_mb"),
+            median(results, "diffusers", task, "peak_memory_mb"), 0)
+    for name in peaks:
         rates = [flops / median(results, impl, f"sld-{name}", "seconds") / 1e9 for impl in IMPLS]
         row(f"UNet GFLOP/s, {name} (% of {peaks[name]:.0f} GFLOP/s matmul peak: "
             f"{100 * rates[0] / peaks[name]:.0f}% vs {100 * rates[1] / peaks[name]:.0f}%)", *rates, 1)
@@ -297,12 +336,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="subprocess runs per measurement and implementation")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch CPU threads in every measurement (default: torch's default, %(default)s here)")
+    parser.add_argument("--device", choices=tuple(TASKS), default="cpu",
+                        help="cpu: float32 and bfloat16; cuda: float16 and bfloat16 on the first GPU")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
     if args.repeats < 1 or args.threads < 1:
         parser.error(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here")
     torch.set_num_threads(args.threads)
     setting = QUICK if args.quick else FULL
     latent = setting.image_size // setting.cfg.vae.downscale
@@ -313,12 +356,16 @@ def main() -> None:
         print(f"prepared weights in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         read_into_page_cache(workdir)
         flops = unet_flops(setting.cfg, latent)
-        peaks = {name: matmul_peak(setting.matmul_size, dtype) for name, dtype in DTYPES.items()}
-        results = collect(workdir, args.repeats, args.quick, args.threads)
-    print(f"## {setting.name}: medians of {args.repeats} run(s), one subprocess per measurement\n")
-    print("\n".join(table(results, flops, peaks)))
+        names = [task.split("-")[1] for task, _ in TASKS[args.device] if task.startswith("sld-")]
+        peaks = {name: matmul_peak(setting.matmul_size, DTYPES[name], args.device) for name in names}
+        results = collect(workdir, args.repeats, args.quick, args.threads, args.device)
+    print(f"## {setting.name}, {args.device}: medians of {args.repeats} run(s), one subprocess per measurement\n")
+    print("\n".join(table(results, flops, peaks, args.device)))
     print(f"\nUNet evaluation: {flops / 1e9:.1f} GFLOP for {BRANCHES} branches ({flops / BRANCHES / 1e9:.1f} per image), "
           "counted by FlopCounterMode.")
+    if args.device == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}; GPU times are medians of {GPU_CALLS} "
+              "synchronised calls after 3 warm-up calls.")
     print(f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads, torch {torch.__version__}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bfloat16 dot products: "
           f"{cpu_multiplies_natively(torch.bfloat16)} (without them ours computes bfloat16 weights in float32).")
