@@ -4,8 +4,9 @@ setup(
     name="safe-latent-diffusion",
     version="0.1.0",
     description="From-scratch Safe Latent Diffusion (SLD) research toolkit for Stable Diffusion checkpoints",
-    packages=["sld", "sld.eval", "models", "sampling"],
-    package_data={"models": ["data/*.txt.gz"], "sld": ["data/*.csv"]},
+    packages=["sld", "sld.eval", "sld.toy", "models", "sampling"],
+    # the CLIP vocabulary, the toy model and its shape classifier, the I2P sample
+    package_data={"models": ["data/*.txt.gz", "data/*.safetensors"], "sld": ["data/*.csv", "data/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1,<2.15",

@@ -6,6 +6,9 @@ encoder (OpenAI CLIP under `cond_stage_model.transformer.` for SD 1, OpenCLIP un
 SD 2) and checked against the UNet's transformer projections (1x1 conv for SD 1, linear for SD 2). Input is a state
 dict in the original CompVis layout with training buffers, EMA weights and unused OpenCLIP tensors removed.
 
+Families sharing a text encoder are told apart by their UNet width: the toy model (`models/toy.py`) is an SD 1
+network whose UNet is 64 channels wide; any other width with a CLIP text encoder is SD 1.
+
 Prediction type, in order: the caller's override; a `v_pred` marker key (written by tools that save v-models);
 a diffusers folder's scheduler config (handled by the loader); the family default (SD 1: epsilon; SD 2: v, as
 diffusers assumes for SD 2 single files — the 512-pixel SD 2 base models need prediction="epsilon").
@@ -17,6 +20,7 @@ import torch
 
 from models.checkpoint import CheckpointError
 from models.config import ModelConfig, TextConfig, UNetConfig, VAEConfig
+from models.toy import TOY_HEADS, TOY_SCALING_FACTOR, TOY_UNET_CHANNELS
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -41,9 +45,13 @@ class Family:
     upcast_attention: bool
     scaling_factor: float
     prediction: str
+    unet_channels: int | None = None  # claims only files whose UNet has this width (None: any width)
 
 
 FAMILIES = {
+    "sd1-toy": Family("sd1-toy", "the toy SD 1 model trained on synthetic shapes (models/toy.py; UNet width 64)", CLIP,
+                      "clip", "quick_gelu", None, TOY_HEADS, -1, False, False, TOY_SCALING_FACTOR, "epsilon",
+                      unet_channels=TOY_UNET_CHANNELS),
     "sd1": Family("sd1", "Stable Diffusion 1.x (CLIP ViT-L/14 text encoder, conv projections)", CLIP, "clip",
                   "quick_gelu", None, 8, -1, False, False, 0.18215, "epsilon"),
     "sd2": Family("sd2", "Stable Diffusion 2.x (OpenCLIP ViT-H/14 text encoder, linear projections)", OPENCLIP,
@@ -70,7 +78,7 @@ def _indices(sd: dict, pattern: str) -> list[int]:
 def match_family(sd: dict, path: str) -> Family:
     if any(k.startswith(SDXL_MARKERS) for k in sd):
         raise _unsupported(path, "an SDXL checkpoint (conditioner / label_emb keys)")
-    family = next((f for f in FAMILIES.values() if any(k.startswith(f.text_prefix) for k in sd)), None)
+    family = pick_family([f for f in FAMILIES.values() if any(k.startswith(f.text_prefix) for k in sd)], sd)
     missing = [name for prefix, name in ((UNET, "UNet"), (VAE, "VAE")) if not any(k.startswith(prefix) for k in sd)]
     missing += [] if family else ["text encoder"]
     if missing:
@@ -80,6 +88,14 @@ def match_family(sd: dict, path: str) -> Family:
             f"{UNET}, {VAE} and {CLIP} or {OPENCLIP}; found top-level names {parts})"
         )
     return family
+
+
+def pick_family(candidates: list[Family], sd: dict) -> Family | None:
+    """The candidate claiming this UNet's width, else the one that takes any width."""
+    conv_in = sd.get(UNET + "input_blocks.0.0.weight")
+    width = None if conv_in is None else conv_in.shape[0]
+    claiming = [f for f in candidates if f.unet_channels == width]
+    return (claiming or [f for f in candidates if f.unet_channels is None] or [None])[0]
 
 
 def detect_unet(sd: dict, family: Family, path: str) -> UNetConfig:

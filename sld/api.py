@@ -1,4 +1,4 @@
-"""`sld.load`: a checkpoint path (or "tiny") -> a ready Pipeline."""
+"""`sld.load`: a checkpoint path (or a built-in name, "toy" or "tiny") -> a ready Pipeline."""
 import dataclasses
 import sys
 
@@ -7,25 +7,41 @@ import torch
 from models.detect import check_prediction_override
 from models.loader import load_checkpoint, random_model
 from models.sd1 import TINY_SD1
+from models.toy import TOY_WEIGHTS
 from sld.pipeline import Pipeline
 
 TINY = "tiny"
+TOY = "toy"
+BUILT_IN = (TOY, TINY)
+NATIVE_SIZE_BUILT_IN = 64  # both draw 64x64 pictures
 
 
 def load(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, ema: bool = False,
          prediction: str | None = None) -> Pipeline:
     """Load a `.safetensors` / `.ckpt` single file or a diffusers folder; the family is detected from its tensors.
 
-    `path="tiny"` builds a small random-weight SD 1 model in memory: it draws noise, and exists to prove an
-    install end to end and to test without a checkpoint. `prediction` overrides the detected type ("epsilon" | "v");
+    `path="toy"` loads the toy model shipped in the package (trained here on synthetic shape scenes, 64x64, see
+    models/toy.py). `path="tiny"` builds a small random-weight SD 1 model in memory: it draws noise, and exists to
+    test without a checkpoint. `prediction` overrides the detected type ("epsilon" | "v");
     the decision and its reason are printed once to stderr (rule: models/detect.py).
     """
     check_prediction_override(prediction)
     if str(path) == TINY:
         cfg = TINY_SD1 if prediction is None else dataclasses.replace(TINY_SD1, prediction=prediction)
         return Pipeline(random_model(cfg, seed=0, dtype=dtype, device=device), source=TINY)
-    loaded = load_checkpoint(path, device=device, dtype=dtype, ema=ema, prediction=prediction)
+    source = TOY if str(path) == TOY else path
+    loaded = load_checkpoint(checkpoint_path(path), device=device, dtype=dtype, ema=ema, prediction=prediction)
     cfg = loaded.model.cfg
     print(f"sld: {loaded.path}: {cfg.family}, prediction={cfg.prediction!r} ({loaded.prediction_reason})",
           file=sys.stderr)
-    return Pipeline(loaded.model, source=loaded.path)
+    return Pipeline(loaded.model, source=source)
+
+
+def checkpoint_path(path: str) -> str:
+    """The file behind a built-in name ("toy"), else `path` itself."""
+    if str(path) != TOY:
+        return str(path)
+    if not TOY_WEIGHTS.is_file():
+        raise FileNotFoundError(f"the toy model's weights are missing from the installed package ({TOY_WEIGHTS}); "
+                                "reinstall it, or train them with scripts/train_toy.py")
+    return str(TOY_WEIGHTS)

@@ -6,6 +6,7 @@
     sld compare --model v1-5-pruned-emaonly.safetensors --prompt "..." --seed 3 --settings none,medium,sega-max,negative
     sld sweep --config configs/sweeps/example.yaml sampler.steps=30
     sld info v1-5-pruned-emaonly.safetensors
+    sld toy-eval --out toy-report.md
 
 Bad input is one line on stderr naming the problem and what is allowed, exit status 2; Ctrl-C exits 130 and
 keeps every finished image.
@@ -22,6 +23,7 @@ from sld.generate import run_generate
 from sld.info import run_info
 from sld.runconfig import RunConfig, load_run_config
 from sld.sweep import run_sweep
+from sld.toy import cli as toy_cli
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -31,6 +33,7 @@ DESCRIPTIONS = {
     "sweep": "A grid over sampler, safety and hook values (the config's sweep: mapping) for every prompt and seed: "
              "images with records, one contact sheet per prompt, runs.csv and telemetry.csv.",
     "info": "Family, prediction type, dtype, parameter counts and EMA of a checkpoint, without building it.",
+    "toy-eval": toy_cli.DESCRIPTION,
 }
 
 
@@ -63,12 +66,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     top = OneLineParser(prog="sld", description="Safe Latent Diffusion: generate, compare and inspect.")
     top.add_argument("--version", action="version", version=f"sld {__version__}")
-    commands = top.add_subparsers(dest="command", required=True, metavar="{generate,compare,sweep,info,i2p}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{generate,compare,sweep,info,toy-eval,i2p}")
     parsers = {name: commands.add_parser(name, help=text, description=text) for name, text in DESCRIPTIONS.items()}
     parsers["i2p"] = add_i2p_parser(commands)
     for command in ("generate", "compare", "sweep"):
         _add_run_arguments(parsers[command], command)
-    parsers["info"].add_argument("path", help="a .safetensors/.ckpt file, a diffusers folder, or 'tiny'")
+    parsers["info"].add_argument("path", help="a .safetensors/.ckpt file, a diffusers folder, 'toy' or 'tiny'")
+    toy_cli.add_arguments(parsers["toy-eval"])
     return top, parsers
 
 
@@ -82,6 +86,8 @@ def run(argv: list[str]) -> int:
     args = vars(parser.parse_intermixed_args(argv[1:]))
     if command == "info":
         return run_info(args["path"])
+    if command == "toy-eval":
+        return toy_cli.run_toy_eval(args)
     config_files, overrides = args.pop("config"), args.pop("overrides")
     if command == "sweep":
         return run_sweep(config_files, overrides, args)

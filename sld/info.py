@@ -8,7 +8,7 @@ from models.detect import FAMILIES, UNET, VAE
 from models.diffusers_keys import scheduler_prediction
 from models.loader import prepare_state_dict, random_weights
 from models.sd1 import TINY_SD1
-from sld.api import TINY
+from sld.api import TINY, TOY, checkpoint_path
 
 PARTS = {"unet": UNET, "vae": VAE, "text encoder": "cond_stage_model."}
 
@@ -30,6 +30,8 @@ def _dtypes(sd: dict[str, torch.Tensor]) -> str:
 def _source(path: str) -> str:
     if path == TINY:
         return "in memory: random weights of the tiny SD 1 topology, seed 0 (draws noise)"
+    if path == TOY:
+        return f"{checkpoint_path(TOY)} (the toy model shipped in the package)"
     kind = "diffusers folder" if Path(path).is_dir() else f"{Path(path).suffix or 'extensionless'} file"
     return f"{Path(path).resolve()} ({kind})"
 
@@ -39,9 +41,10 @@ def describe_checkpoint(path: str) -> list[tuple[str, str]]:
 
     The tensors go through models.loader.prepare_state_dict, as load_checkpoint does, short of building the model.
     """
-    raw = random_weights(TINY_SD1, seed=0) if path == TINY else read_checkpoint(path)
+    raw = random_weights(TINY_SD1, seed=0) if path == TINY else read_checkpoint(checkpoint_path(path))
     ema_tensors = sum(1 for key in raw if key.startswith(EMA_PREFIX))
-    sd, found = prepare_state_dict(raw, str(path), hint=None if path == TINY else scheduler_prediction(path))
+    hint = None if path in (TINY, TOY) else scheduler_prediction(path)
+    sd, found = prepare_state_dict(raw, str(path), hint=hint)
     cfg = found.config
     counts = {part: sum(v.numel() for k, v in sd.items() if k.startswith(prefix)) for part, prefix in PARTS.items()}
     lines = [("source", _source(path)),

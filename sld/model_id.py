@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.diffusers_keys import PART_CONVERTERS, weight_file
-from sld.api import TINY
+from sld.api import TINY, TOY, checkpoint_path
 
 SHORT_HASH = 10
 CHUNK = 1 << 24
@@ -88,4 +88,6 @@ def full_hash(path: str | os.PathLike) -> str:
 def model_id(path: str) -> ModelId:
     if path == TINY:
         return ModelId(TINY, TINY_ID_HASH)
+    if path == TOY:
+        return ModelId(TOY, full_hash(checkpoint_path(TOY))[:SHORT_HASH])
     return ModelId(Path(path).name, full_hash(path)[:SHORT_HASH])

@@ -1,0 +1,1 @@
+"""The toy model: synthetic shape scenes, their attribute classifier, training and SLD's measured effect on it."""

@@ -1,0 +1,36 @@
+"""`sld toy-eval`: faithfulness and SLD's concept rate on the toy model (sld.toy.evaluate), as a markdown report."""
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import sld
+from sld.toy.classifier import load_shape_net
+from sld.toy.evaluate import EvalConfig, faithfulness, report, seconds_per_image, sld_effect
+
+DESCRIPTION = ("Prompt faithfulness of the toy model and, with one colour as the safety concept, the rate of pictures "
+               "showing it under no SLD and each preset, with the control prompts' faithfulness.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="toy", help="'toy' (default) or a file of the sd1-toy family")
+    for field in dataclasses.fields(EvalConfig):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
+                            help=f"default: {field.default}")
+    parser.add_argument("--out", type=Path, help="also write the report here (.md) with its numbers beside it (.json)")
+
+
+def run_toy_eval(args: dict) -> int:
+    out, model = args.pop("out"), args.pop("model")
+    cfg = EvalConfig(**args)
+    if out is not None and not out.parent.is_dir():
+        raise ValueError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist; allowed: a file in an existing folder")
+    pipe, net = sld.load(model), load_shape_net()
+    faithful, rows, seconds = faithfulness(pipe, net, cfg), sld_effect(pipe, net, cfg), seconds_per_image(pipe, cfg)
+    lines = report(faithful, rows, seconds, cfg)
+    print("\n".join(lines))
+    if out is not None:
+        out.write_text("\n".join(lines) + "\n")
+        numbers = {"config": dataclasses.asdict(cfg), "faithfulness": faithful, "sld": rows, "seconds_per_image": seconds}
+        out.with_suffix(".json").write_text(json.dumps(numbers, indent=2) + "\n")
+    return 0
