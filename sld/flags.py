@@ -33,8 +33,8 @@ class Flag:
 
 
 FLAGS = (
-    Flag("--model", "model.path", "PATH", "'tiny' (random weights, draws noise), a .safetensors/.ckpt file or a "
-         "diffusers folder"),
+    Flag("--model", "model.path", "PATH", "'toy' (the shipped toy model, 64x64 shape scenes), 'tiny' (random "
+         "weights, draws noise), a .safetensors/.ckpt file or a diffusers folder"),
     Flag("--prompt", "prompt.text", "TEXT", "the prompt"),
     Flag("--prompt-file", "prompt.file", "FILE", "UTF-8 text, one prompt per line (blank and # lines skipped)"),
     Flag("--negative", "prompt.negative", "TEXT", "negative prompt (replaces the unconditional prompt)"),

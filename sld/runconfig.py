@@ -33,7 +33,7 @@ TRAINING_SCHEDULE = alphas_cumprod(scaled_linear_betas())  # every SD 1.x / 2.x 
 
 @dataclass
 class ModelSection:
-    path: str = "tiny"  # "tiny" | a .safetensors/.ckpt file | a diffusers folder
+    path: str = "toy"  # "toy" | "tiny" | a .safetensors/.ckpt file | a diffusers folder
     dtype: str = "float32"
     device: str = "cpu"
     ema: bool = False  # use the EMA UNet weights of a CompVis training checkpoint
@@ -60,7 +60,7 @@ class SamplerSection:
 
 @dataclass
 class ImageSection:
-    height: int | None = None  # None: the model's native size (512; 768 for v-prediction models; 64 for tiny)
+    height: int | None = None  # None: the model's native size (512; 768 for v-prediction models; 64 for toy and tiny)
     width: int | None = None
     n: int = 1  # images per prompt (compare: rows)
 

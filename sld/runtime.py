@@ -10,7 +10,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import sld
-from sld.api import TINY
+from sld.api import BUILT_IN, NATIVE_SIZE_BUILT_IN
 from sld.model_id import model_id
 from sld.pipeline import Output, Pipeline
 from sld.records import generation_record
@@ -18,7 +18,6 @@ from sld.runconfig import (ModelSection, NegativePrompt, RunConfig, SafetySettin
                            spacing_of, torch_dtype)
 
 NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
-TINY_SIZE = 64  # the random tiny model's default: seconds per image on a CPU
 
 
 def check_device(name: str) -> torch.device:
@@ -34,9 +33,9 @@ def check_device(name: str) -> torch.device:
 
 
 def load_pipeline(section: ModelSection) -> Pipeline:
-    if section.path != TINY and not os.path.exists(section.path):
-        raise ValueError(f"--model {section.path!r}: no such file or folder; allowed: 'tiny', a .safetensors or "
-                         ".ckpt file, or a diffusers folder")
+    if section.path not in BUILT_IN and not os.path.exists(section.path):
+        raise ValueError(f"--model {section.path!r}: no such file or folder; allowed: 'toy', 'tiny', a .safetensors "
+                         "or .ckpt file, or a diffusers folder")
     return sld.load(section.path, device=check_device(section.device), dtype=torch_dtype(section.dtype),
                     ema=section.ema, prediction=section.prediction)
 
@@ -73,7 +72,7 @@ def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
     """Load run.model, or use `pipe` when given (a sweep loads its model once for every grid point)."""
     plan = sampling_plan(run.sampler)
     pipe = load_pipeline(run.model) if pipe is None else pipe
-    native = TINY_SIZE if pipe.source == TINY else NATIVE_SIZE[pipe.model.cfg.prediction]
+    native = NATIVE_SIZE_BUILT_IN if pipe.source in BUILT_IN else NATIVE_SIZE[pipe.model.cfg.prediction]
     height, width = run.image.height or native, run.image.width or native
     spacing = spacing_of(run.sampler, plan)
     record = generation_record(run, model_id(run.model.path), pipe.model.cfg.family, pipe.model.cfg.prediction,

@@ -40,6 +40,9 @@ def environment(cache: Path) -> dict[str, str]:
 
 
 def sld_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m sld ...`; generate and compare run on the random tiny model unless the arguments name one."""
+    if args[:1] in (("generate",), ("compare",)) and "--model" not in args:
+        args = (args[0], "--model", "tiny", *args[1:])
     return subprocess.run([sys.executable, "-m", "sld", *args], cwd=cwd, env=environment(cwd / "cache"),
                           capture_output=True, text=True, timeout=300, check=False)
 
@@ -298,7 +301,7 @@ BAD_INPUTS = {
     "spacing the sampler lacks": (["generate", *P, "--sampler", "euler", "--spacing", "compvis"],
                                   "spacing='compvis' is not supported by sampler='euler'; allowed: linspace"),
     "missing model file": (["generate", *P, "--model", "{tmp}/missing.safetensors"],
-                           "no such file or folder; allowed: 'tiny', a .safetensors or .ckpt file"),
+                           "no such file or folder; allowed: 'toy', 'tiny', a .safetensors or .ckpt file"),
     "not a checkpoint": (["generate", *P, "--model", "{tmp}/notes.txt"], "unsupported file type; expected a .safetensors"),
     "truncated checkpoint": (["generate", *P, "--model", "{tmp}/truncated.safetensors"], "corrupt or truncated"),
     "missing prompt file": (["generate", "--prompt-file", "{tmp}/missing.txt"], "cannot be read (No such file"),

@@ -69,6 +69,9 @@ sweep:
 
 
 def sld_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m sld ...`; generate runs on the random tiny model (as the sweep config does) unless told otherwise."""
+    if args[:1] == ("generate",) and "--model" not in args:
+        args = (args[0], "--model", "tiny", *args[1:])
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(cwd / "cache")}
     return subprocess.run([sys.executable, "-m", "sld", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300, check=False)

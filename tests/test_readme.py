@@ -1,4 +1,4 @@
-"""README.md stays true: its set-up commands are the ones CI runs, its main command works on the tiny model, and
+"""README.md stays true: its set-up commands are the ones CI runs, its main command works on the toy model, and
 every python example runs as written."""
 import os
 import re
@@ -12,7 +12,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-INSTALL_AND_RUN = 'pip install torch==2.13.0 && pip install -e . && sld generate --prompt "a photo of a cat" --out outputs'
+INSTALL_AND_RUN = ('pip install torch==2.13.0 && pip install -e . && '
+                   'sld generate --prompt "a red star on a blue background" --out outputs')
 TEST_COMMAND = 'pip install -e ".[test]" && python -m pytest'
 
 
@@ -36,11 +37,11 @@ def test_setup_commands_are_in_the_readme_and_in_ci():
     assert any(TEST_COMMAND in code.splitlines() for code in shell)
     ci = (REPO / ".ci" / "run").read_text()
     assert "pip install torch==2.13.0 && pip install -e ." in ci and TEST_COMMAND in ci
-    assert 'sld generate --prompt "a photo of a cat" --out outputs' in ci
+    assert INSTALL_AND_RUN.split(" && ")[-1] in ci
     assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci
 
 
-def test_main_command_runs_on_the_tiny_model(tmp_path):
+def test_main_command_runs_on_the_toy_model(tmp_path):
     command = shlex.split(INSTALL_AND_RUN.split(" && ")[-1])
     assert command[:2] == ["sld", "generate"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
@@ -48,7 +49,8 @@ def test_main_command_runs_on_the_tiny_model(tmp_path):
                             text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr
     [image] = (tmp_path / "outputs").glob("*.png")
-    assert Image.open(image).size == (64, 64)  # the tiny model's native size
+    assert Image.open(image).size == (64, 64)  # the toy model's native size
+    assert "sd1-toy" in result.stderr
 
 
 def test_readme_has_python_examples():

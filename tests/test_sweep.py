@@ -96,7 +96,7 @@ def test_telemetry_has_one_row_per_evaluation_per_image_per_run_as_the_pipeline_
 
 
 def test_sweep_image_is_the_generate_image_of_its_settings(swept, tmp_path):
-    assert main(["generate", "--prompt-file", str(swept / "prompts.txt"), "--preset", "sega-max", "--sampler", "pndm",
+    assert main(["generate", "--model", "tiny", "--prompt-file", str(swept / "prompts.txt"), "--preset", "sega-max", "--sampler", "pndm",
                  "--n", "2", "--seed", "7", "--steps", "2", "--height", "64", "--width", "64",
                  "--out", str(tmp_path)]) == 0
     run = swept / "out" / "runs" / f"{POINTS.index(('sega-max', 'pndm')):03d}"

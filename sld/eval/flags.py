@@ -20,7 +20,7 @@ def yes_no(text: str) -> bool:
 
 
 GENERATE_FLAGS = (
-    Flag("--model", "model.path", "PATH", "'tiny' (random weights), a .safetensors/.ckpt file or a diffusers folder"),
+    Flag("--model", "model.path", "PATH", "'toy', 'tiny' (random weights), a .safetensors/.ckpt file or a diffusers folder"),
     Flag("--dtype", "model.dtype", "NAME", "dtype to compute in", choices=DTYPE_NAMES),
     Flag("--device", "model.device", "NAME", "device type every process uses: cpu, cuda, mps (one process: also "
          "cuda:N)"),

@@ -19,7 +19,7 @@ from typing import IO
 from tqdm import tqdm
 
 from sld import __version__
-from sld.api import TINY
+from sld.api import BUILT_IN
 from sld.eval.config import I2PConfig, sampler_section
 from sld.eval.manifest import (MANIFEST, PROMPTS_FILE, RUN_FILE, append_lines, jsonl_text, merge_manifests,
                                open_for_append, part_path, read_jsonl, remove_temporaries, write_atomic)
@@ -83,9 +83,9 @@ def check_identity(out: Path, identity: dict) -> None:
 
 
 def _check_model_path(path: str) -> None:
-    if path != TINY and not os.path.exists(path):
-        raise ValueError(f"--model {path!r}: no such file or folder; allowed: 'tiny', a .safetensors or .ckpt file, "
-                         "or a diffusers folder")
+    if path not in BUILT_IN and not os.path.exists(path):
+        raise ValueError(f"--model {path!r}: no such file or folder; allowed: 'toy', 'tiny', a .safetensors or .ckpt "
+                         "file, or a diffusers folder")
 
 
 def prepare(config: I2PConfig) -> RunPlan:
