@@ -12,6 +12,7 @@
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,24 @@ def log(stage: str, step: int, steps: int, loss: float, started: float) -> None:
     print(f"{stage} {step}/{steps} loss {loss:.5f} ({time.time() - started:.0f} s)", flush=True)
 
 
+def optimise(stage: str, optimizer: torch.optim.Optimizer, steps: int, peak_lr: float, cfg: TrainConfig,
+             loss_at: Callable[[int], torch.Tensor], start: int = 0,
+             after_step: Callable[[int], None] | None = None) -> None:
+    """Steps start..steps-1 of one stage: warm-up + cosine learning rate, one backward pass of `loss_at(step)`,
+    a log line every cfg.log_every steps and at the last, then `after_step(step)`."""
+    started = time.time()
+    for step in range(start, steps):
+        set_lr(optimizer, cosine_lr(step, steps, peak_lr, cfg.warmup))
+        loss = loss_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % cfg.log_every == 0 or step == steps - 1:
+            log(stage, step, steps, loss.item(), started)
+        if after_step is not None:
+            after_step(step)
+
+
 def vae_loss(model: StableDiffusion, images: torch.Tensor, generator: torch.Generator, kl_weight: float) -> torch.Tensor:
     vae = model.vae
     mean, logvar = vae.quant_conv(vae.encoder(images)).chunk(2, dim=1)
@@ -81,16 +100,12 @@ def vae_loss(model: StableDiffusion, images: torch.Tensor, generator: torch.Gene
 def train_vae(model: StableDiffusion, pictures: torch.Tensor, cfg: TrainConfig) -> None:
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     optimizer = torch.optim.AdamW(model.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    started = time.time()
-    for step in range(cfg.vae_steps):
-        set_lr(optimizer, cosine_lr(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup))
+
+    def loss_at(step: int) -> torch.Tensor:
         batch = to_unit(pictures[torch.randint(len(pictures), (cfg.vae_batch,), generator=generator)].numpy())
-        loss = vae_loss(model, batch, generator, cfg.kl_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
-            log("vae", step, cfg.vae_steps, loss.item(), started)
+        return vae_loss(model, batch, generator, cfg.kl_weight)
+
+    optimise("vae", optimizer, cfg.vae_steps, cfg.vae_lr, cfg, loss_at)
 
 
 @torch.no_grad()
@@ -134,22 +149,20 @@ def train_unet(model: StableDiffusion, latents: torch.Tensor, ids: torch.Tensor,
         generator.set_state(state["generator"])
         print(f"unet: resumed at step {start}", flush=True)
     model.vae.requires_grad_(False)
-    started = time.time()
-    for step in range(start, cfg.unet_steps):
-        set_lr(optimizer, cosine_lr(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup))
+
+    def loss_at(step: int) -> torch.Tensor:
         pick = torch.randint(len(latents), (cfg.unet_batch,), generator=generator)
         batch_ids = ids[pick].clone()
         batch_ids[torch.rand(cfg.unet_batch, generator=generator) < cfg.caption_dropout] = empty
-        loss = unet_loss(model, latents[pick], batch_ids, alphas, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return unet_loss(model, latents[pick], batch_ids, alphas, generator)
+
+    def after_step(step: int) -> None:
         update_ema(ema, model, cfg.ema_decay)
-        if step % cfg.log_every == 0 or step == cfg.unet_steps - 1:
-            log("unet", step, cfg.unet_steps, loss.item(), started)
         if (step + 1) % cfg.checkpoint_every == 0:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema,
                         "step": step + 1, "generator": generator.get_state()}, state_path)
+
+    optimise("unet", optimizer, cfg.unet_steps, cfg.unet_lr, cfg, loss_at, start, after_step)
     return ema
 
 
@@ -161,18 +174,14 @@ def train_decoder(model: StableDiffusion, pictures: torch.Tensor, latents: torch
         parameter.requires_grad_(True)
     generator = torch.Generator().manual_seed(cfg.seed + 5)
     optimizer = torch.optim.AdamW(decoder, lr=cfg.decoder_lr, weight_decay=0.0)
-    started = time.time()
-    for step in range(cfg.decoder_steps):
-        set_lr(optimizer, cosine_lr(step, cfg.decoder_steps, cfg.decoder_lr, cfg.warmup))
+
+    def loss_at(step: int) -> torch.Tensor:
         pick = torch.randint(len(pictures), (cfg.vae_batch,), generator=generator)
         images = to_unit(pictures[pick].numpy())
         reconstruction = model.vae.decode(latents[pick])
-        loss = F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % cfg.log_every == 0 or step == cfg.decoder_steps - 1:
-            log("decoder", step, cfg.decoder_steps, loss.item(), started)
+        return F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
+
+    optimise("decoder", optimizer, cfg.decoder_steps, cfg.decoder_lr, cfg, loss_at)
     model.vae.requires_grad_(False)
 
 
@@ -188,19 +197,16 @@ def train_classifier(model: StableDiffusion, cfg: TrainConfig) -> ShapeNet:
     torch.manual_seed(cfg.seed + 4)
     net, generator = ShapeNet(), torch.Generator().manual_seed(cfg.seed + 4)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.classifier_lr)
-    started = time.time()
-    for step in range(cfg.classifier_steps):
-        set_lr(optimizer, cosine_lr(step, cfg.classifier_steps, cfg.classifier_lr, cfg.warmup))
+
+    def loss_at(step: int) -> torch.Tensor:
         pick = torch.randint(len(images), (64,), generator=generator)
-        batch = images[pick] + 0.05 * torch.randn(images[pick].shape, generator=generator)
+        picked = images[pick]
+        batch = picked + 0.05 * torch.randn(picked.shape, generator=generator)
         flip = torch.rand(64, generator=generator) < 0.5  # every shape is symmetric left to right
         batch[flip] = batch[flip].flip(-1)
-        loss = F.cross_entropy(net(batch), labels[pick])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % cfg.log_every == 0 or step == cfg.classifier_steps - 1:
-            log("classifier", step, cfg.classifier_steps, loss.item(), started)
+        return F.cross_entropy(net(batch), labels[pick])
+
+    optimise("classifier", optimizer, cfg.classifier_steps, cfg.classifier_lr, cfg, loss_at)
     return net.eval()
 
 
