@@ -11,6 +11,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -77,6 +78,24 @@ class GroupNorm(nn.GroupNorm):
         weight = None if self.weight is None else self.weight.to(wide)
         bias = None if self.bias is None else self.bias.to(wide)
         return F.group_norm(x.to(wide), self.num_groups, weight, bias, self.eps).to(x.dtype)
+
+
+def overwritable(out: torch.Tensor, producer: nn.Module) -> bool:
+    """Whether `out`, just returned by `producer`, may be overwritten in place: no autograd graph records it and no
+    forward hook (the producer's or a global one) has been handed it. Saves allocating a full-size buffer."""
+    recorded = torch.is_grad_enabled() and out.requires_grad
+    return not (recorded or producer._forward_hooks or _global_forward_hooks)
+
+
+def silu_after(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """silu(norm(x)), in the norm's output buffer where `overwritable`."""
+    h = norm(x)
+    return F.silu(h, inplace=overwritable(h, norm))
+
+
+def add_into(out: torch.Tensor, producer: nn.Module, other: torch.Tensor) -> torch.Tensor:
+    """out + other (a residual sum), in `out`'s buffer where `overwritable`."""
+    return out.add_(other) if overwritable(out, producer) else out + other
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False,
