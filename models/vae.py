@@ -15,7 +15,7 @@ NORM_EPS = 1e-6  # CompVis `Normalize`
 
 def cpu_layout(x: torch.Tensor) -> torch.Tensor:
     """x in channels-last (NHWC) memory on the CPU, where oneDNN convolves it without reordering each input and output
-    to its blocked layout and back: a 512x512 float32 decode takes 0.90 of the NCHW time (scripts/benchmark.py)."""
+    to its blocked layout and back: a 512x512 float32 decode took 10.2 s instead of 11.3 s (README, Performance)."""
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
