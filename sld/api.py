@@ -1,5 +1,6 @@
 """`sld.load`: a checkpoint path (or a built-in name, "toy" or "tiny") -> a ready Pipeline."""
 import dataclasses
+import os
 import sys
 
 import torch
@@ -45,3 +46,10 @@ def checkpoint_path(path: str) -> str:
         raise FileNotFoundError(f"the toy model's weights are missing from the installed package ({TOY_WEIGHTS}); "
                                 "reinstall it, or train them with scripts/train_toy.py")
     return str(TOY_WEIGHTS)
+
+
+def check_model_path(path: str) -> None:
+    """A --model value names a built-in model or something that exists (a clear error before any loading)."""
+    if path not in BUILT_IN and not os.path.exists(path):
+        raise ValueError(f"--model {path!r}: no such file or folder; allowed: 'toy', 'tiny', a .safetensors or .ckpt "
+                         "file, or a diffusers folder")

@@ -8,7 +8,7 @@ from models.detect import FAMILIES, UNET, VAE
 from models.diffusers_keys import scheduler_prediction
 from models.loader import prepare_state_dict, random_weights
 from models.sd1 import TINY_SD1
-from sld.api import TINY, TOY, checkpoint_path
+from sld.api import BUILT_IN, TINY, TOY, checkpoint_path
 
 PARTS = {"unet": UNET, "vae": VAE, "text encoder": "cond_stage_model."}
 
@@ -43,7 +43,7 @@ def describe_checkpoint(path: str) -> list[tuple[str, str]]:
     """
     raw = random_weights(TINY_SD1, seed=0) if path == TINY else read_checkpoint(checkpoint_path(path))
     ema_tensors = sum(1 for key in raw if key.startswith(EMA_PREFIX))
-    hint = None if path in (TINY, TOY) else scheduler_prediction(path)
+    hint = None if path in BUILT_IN else scheduler_prediction(path)
     sd, found = prepare_state_dict(raw, str(path), hint=hint)
     cfg = found.config
     counts = {part: sum(v.numel() for k, v in sd.items() if k.startswith(prefix)) for part, prefix in PARTS.items()}

@@ -1,6 +1,5 @@
 """What `sld generate`, `sld compare` and `sld sweep` share: loading the model, the image size, the sampling plan,
 the output folder, the progress bar and one image per call."""
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import sld
-from sld.api import BUILT_IN, NATIVE_SIZE_BUILT_IN
+from sld.api import BUILT_IN, NATIVE_SIZE_BUILT_IN, check_model_path
 from sld.model_id import model_id
 from sld.pipeline import Output, Pipeline
 from sld.records import generation_record
@@ -33,9 +32,7 @@ def check_device(name: str) -> torch.device:
 
 
 def load_pipeline(section: ModelSection) -> Pipeline:
-    if section.path not in BUILT_IN and not os.path.exists(section.path):
-        raise ValueError(f"--model {section.path!r}: no such file or folder; allowed: 'toy', 'tiny', a .safetensors "
-                         "or .ckpt file, or a diffusers folder")
+    check_model_path(section.path)
     return sld.load(section.path, device=check_device(section.device), dtype=torch_dtype(section.dtype),
                     ema=section.ema, prediction=section.prediction)
 

@@ -10,7 +10,6 @@ its missing items are written.
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import IO
 from tqdm import tqdm
 
 from sld import __version__
-from sld.api import BUILT_IN
+from sld.api import check_model_path
 from sld.eval.config import I2PConfig, sampler_section
 from sld.eval.manifest import (MANIFEST, PROMPTS_FILE, RUN_FILE, append_lines, jsonl_text, merge_manifests,
                                open_for_append, part_path, read_jsonl, remove_temporaries, write_atomic)
@@ -82,16 +81,10 @@ def check_identity(out: Path, identity: dict) -> None:
                          "allowed: the same settings (settings may differ), or a new --out folder")
 
 
-def _check_model_path(path: str) -> None:
-    if path not in BUILT_IN and not os.path.exists(path):
-        raise ValueError(f"--model {path!r}: no such file or folder; allowed: 'toy', 'tiny', a .safetensors or .ckpt "
-                         "file, or a diffusers folder")
-
-
 def prepare(config: I2PConfig) -> RunPlan:
     """Everything checked, nothing written but the output folder: runs in every process before the launch."""
     check_scale(config.scale, config.model.device)
-    _check_model_path(config.model.path)
+    check_model_path(config.model.path)
     prompts_file = Path(config.prompts.file) if config.prompts.file else sample_prompts_path()
     every_row = read_prompts(prompts_file)
     selection = config.prompts
