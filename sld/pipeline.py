@@ -126,4 +126,9 @@ class Pipeline:
         array = self.decode(latents).permute(0, 2, 3, 1).float().cpu().numpy()
         if output_type == "np":
             return array
-        return [Image.fromarray((image * 255).round().astype(np.uint8)) for image in array]
+        return [Image.fromarray(image) for image in to_uint8(array)]
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Pictures in [0, 1] (the pipeline's "np" output) -> uint8, as the PIL output holds them."""
+    return (images * 255).round().astype(np.uint8)

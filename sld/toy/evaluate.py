@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sld.pipeline import Pipeline
+from sld.pipeline import Pipeline, to_uint8
 from sld.toy.classifier import Attributes, ShapeNet, classify
 from sld.toy.shapes import COLOURS, SHAPES, a
 
@@ -56,10 +56,6 @@ def targets(colours: tuple[str, ...] = tuple(COLOURS)) -> list[Target]:
             if colour in colours:
                 found.append(Target(f"{a(f'{colour} {shape}')} on {a(background)} background", colour, shape))
     return found
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def generate(pipe: Pipeline, chosen: list[Target], seed: int, cfg: EvalConfig, safety: str | None) -> np.ndarray:
