@@ -141,11 +141,10 @@ def _place(rng: np.random.Generator, count: int) -> list[tuple[float, float, flo
     return spots
 
 
-def draw_scene(rng: np.random.Generator, count: int | None = None, colour: str | None = None,
-               kind: str | None = None) -> Scene:
-    """A random scene; `count`, `colour` and `kind` pin the first object's attributes."""
+def draw_scene(rng: np.random.Generator) -> Scene:
+    """A random scene: one object (60%) or two, each shape and colour uniform, two alike half the time."""
     names = list(COLOURS)
-    count = count or (1 if rng.random() < 0.6 else 2)
+    count = 1 if rng.random() < 0.6 else 2
     same = count == 2 and rng.random() < 0.5
     spots = _place(rng, count)
     shapes = []
@@ -153,9 +152,8 @@ def draw_scene(rng: np.random.Generator, count: int | None = None, colour: str |
         if i == 1 and same:
             shapes.append(Shape(shapes[0].kind, shapes[0].colour, cx, cy, radius))
             continue
-        pick_kind = kind if (i == 0 and kind) else SHAPES[rng.integers(len(SHAPES))]
-        pick_colour = colour if (i == 0 and colour) else names[rng.integers(len(names))]
-        shapes.append(Shape(pick_kind, pick_colour, cx, cy, radius))
+        kind = SHAPES[rng.integers(len(SHAPES))]
+        shapes.append(Shape(kind, names[rng.integers(len(names))], cx, cy, radius))
     used = {s.colour for s in shapes}
     free = [c for c in names if c not in used]
     background = BACKGROUNDS[rng.choice(3, p=(0.6, 0.2, 0.2))]
@@ -172,7 +170,7 @@ def scene(seed: int, index: int) -> tuple[Scene, np.ndarray]:
     return drawn, render(drawn, rng)
 
 
-def dataset(seed: int, count: int, start: int = 0) -> tuple[list[Scene], np.ndarray]:
-    """Scenes start..start+count-1 and their pictures as uint8 [count, 64, 64, 3]."""
-    scenes, images = zip(*(scene(seed, i) for i in range(start, start + count)))
+def dataset(seed: int, count: int) -> tuple[list[Scene], np.ndarray]:
+    """Scenes 0..count-1 and their pictures as uint8 [count, 64, 64, 3]."""
+    scenes, images = zip(*(scene(seed, i) for i in range(count)))
     return list(scenes), np.stack(images)
