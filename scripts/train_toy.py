@@ -4,21 +4,19 @@ Each stage saves its result under --out, so a rerun resumes. Copy toy.safetensor
 toy_shapes.safetensors to sld/data/ to ship them; the printed scaling factor goes into models/toy.py.
 """
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sld.toy.cli import add_config_flags  # noqa: E402
 from sld.toy.train import TrainConfig, run  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for stage results and the exported files")
-    for field in dataclasses.fields(TrainConfig):
-        if field.name != "out":
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+    add_config_flags(parser, TrainConfig, skip=("out",))
     args = vars(parser.parse_args())
     run(TrainConfig(**args))
 

@@ -14,10 +14,16 @@ DESCRIPTION = ("Prompt faithfulness of the toy model and, with one colour as the
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="toy", help="'toy' (default) or a file of the sd1-toy family")
-    for field in dataclasses.fields(EvalConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
-                            help=f"default: {field.default}")
+    add_config_flags(parser, EvalConfig)
     parser.add_argument("--out", type=Path, help="also write the report here (.md) with its numbers beside it (.json)")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config: type, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per field of the dataclass `config` (not in `skip`), typed and defaulted by its default."""
+    for field in dataclasses.fields(config):
+        if field.name not in skip:
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
+                                help=f"default: {field.default}")
 
 
 def run_toy_eval(args: dict) -> int:
