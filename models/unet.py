@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import UNetConfig
-from models.layers import Conv2d, GroupNorm, LayerNorm, Linear, attend, compute_dtype
+from models.layers import Conv2d, GroupNorm, LayerNorm, Linear, attend, compute_dtype, heap_slices, hooked
+from models.upsample import Upsample
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -77,7 +78,14 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Identity(), Linear(dim * mult, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """Token-wise, so on the CPU it runs over row blocks whose widest temporary (GEGLU's projection) stays under
+        HEAP_LIMIT, unless a hook watches one of its parts (which would then see the blocks)."""
+        rows = x.shape[:-1].numel()
+        blocks = heap_slices(rows * self.net[0].proj.out_features * x.element_size(), x.device)
+        if blocks == 1 or hooked(self.net):
+            return self.net(x)
+        parts = x.reshape(rows, x.shape[-1]).chunk(blocks)
+        return torch.cat([self.net(part) for part in parts]).view(*x.shape[:-1], -1)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -135,18 +143,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, size: torch.Size | None = None) -> torch.Tensor:
-        # `size`: the matching skip's resolution, for latents not divisible by 2**levels (as diffusers' upsample_size)
-        if size is None:
-            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
 class TimestepEmbedSequential(nn.Sequential):

@@ -9,6 +9,7 @@ from torch import nn
 
 from models.config import VAEConfig
 from models.layers import Conv2d, GroupNorm, add_into, attend, compute_dtype, silu_after
+from models.upsample import Upsample
 
 NORM_EPS = 1e-6  # CompVis `Normalize`
 
@@ -58,15 +59,6 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # asymmetric padding (right and bottom only), as CompVis Downsample
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class MidBlock(nn.Module):
