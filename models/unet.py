@@ -104,6 +104,16 @@ class BasicTransformerBlock(nn.Module):
         return x + self.ff(self.norm3(x))
 
 
+def as_tokens(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H * W, C]; a view when x is channels-last (NHWC memory holds exactly those rows)."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def as_image(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B, H * W, C] -> [B, C, H, W], a channels-last view of the same memory."""
+    return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
+
+
 class SpatialTransformer(nn.Module):
     def __init__(self, channels: int, heads: int, depth: int, context_dim: int, linear: bool, groups: int,
                  upcast: bool = False):
@@ -119,21 +129,21 @@ class SpatialTransformer(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x with B rows, context with k * B rows (k guidance branches sharing x): the part before the first
         cross-attention runs once at batch B; the output has k * B rows, branch-major."""
-        c, h, w = x.shape[1:]
+        h, w = x.shape[2:]
         tokens = self.norm(x)
         if not self.linear:
-            tokens = self.proj_in(tokens)
-        tokens = tokens.flatten(2).transpose(1, 2)
+            tokens = self.proj_in(tokens.contiguous(memory_format=torch.channels_last))
+        tokens = as_tokens(tokens)
         if self.linear:
             tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens, context)
         if self.linear:
             tokens = self.proj_out(tokens)
-        tokens = tokens.transpose(1, 2).reshape(-1, c, h, w)
+        out = as_image(tokens, h, w)
         if not self.linear:
-            tokens = self.proj_out(tokens)
-        return repeat_rows(x, tokens.shape[0]) + tokens
+            out = self.proj_out(out)
+        return repeat_rows(x, out.shape[0]) + out
 
 
 class Downsample(nn.Module):
