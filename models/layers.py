@@ -129,6 +129,16 @@ def add_into(out: torch.Tensor, producer: nn.Module, other: torch.Tensor) -> tor
     return out.add_(other) if overwritable(out, producer) else out + other
 
 
+def as_tokens(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H * W, C]; a view when x is channels-last (NHWC memory holds exactly those rows)."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def as_image(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B, H * W, C] -> [B, C, H, W], a channels-last view of the same memory."""
+    return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False,
            upcast: bool = False) -> torch.Tensor:
     """Multi-head attention over [B, N, heads * d] tensors through scaled_dot_product_attention (scale d**-0.5).

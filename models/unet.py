@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import UNetConfig
-from models.layers import Conv2d, GroupNorm, LayerNorm, Linear, attend, compute_dtype, heap_slices, hooked
+from models.layers import (Conv2d, GroupNorm, LayerNorm, Linear, as_image, as_tokens, attend, compute_dtype,
+                           heap_slices, hooked)
 from models.upsample import Upsample
 
 
@@ -102,16 +103,6 @@ class BasicTransformerBlock(nn.Module):
         x = repeat_rows(x, context.shape[0])
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
-
-
-def as_tokens(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, H * W, C]; a view when x is channels-last (NHWC memory holds exactly those rows)."""
-    return x.permute(0, 2, 3, 1).flatten(1, 2)
-
-
-def as_image(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """[B, H * W, C] -> [B, C, H, W], a channels-last view of the same memory."""
-    return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
 
 
 class SpatialTransformer(nn.Module):

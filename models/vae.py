@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import VAEConfig
-from models.layers import Conv2d, GroupNorm, add_into, attend, compute_dtype, silu_after
+from models.layers import Conv2d, GroupNorm, add_into, as_image, attend, compute_dtype, silu_after
 from models.upsample import Upsample
 
 NORM_EPS = 1e-6  # CompVis `Normalize`
@@ -44,10 +44,10 @@ class AttnBlock(nn.Module):
         self.q, self.k, self.v, self.proj_out = (Conv2d(channels, channels, 1) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        h, w = x.shape[2:]
         n = self.norm(x)
         q, k, v = (proj(n).flatten(2).transpose(1, 2) for proj in (self.q, self.k, self.v))
-        out = attend(q, k, v, heads=1).view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last strides, a view
+        out = as_image(attend(q, k, v, heads=1), h, w)
         return add_into(self.proj_out(out), self.proj_out, x)
 
 
