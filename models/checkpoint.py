@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library refuses longer headers
 ALLOWED_FORMATS = "a .safetensors, .ckpt, .pt, .pth or .bin file, or a diffusers folder (unet/, vae/, text_encoder/)"
 
 UNET_PREFIX = "model.diffusion_model."
@@ -145,9 +146,14 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.f
 
 
 def _safetensors_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a .safetensors file (name -> dtype, shape, data_offsets) and where the data starts."""
+    """The JSON header of a .safetensors file (name -> dtype, shape, data_offsets) and where the data starts.
+    The 8-byte length is bounded by the file and by safetensors' own limit before anything is read."""
     with open(path, "rb") as file:
         size = int.from_bytes(file.read(8), "little")
+        limit = min(os.fstat(file.fileno()).st_size - 8, SAFETENSORS_MAX_HEADER)
+        if not 0 < size <= limit:
+            raise CheckpointError(f"{path}: the .safetensors header claims {size} bytes; allowed: 1..{limit} "
+                                  "(the file's size and safetensors' header limit)")
         header = json.loads(file.read(size))
     header.pop("__metadata__", None)
     return header, 8 + size

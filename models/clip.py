@@ -68,7 +68,7 @@ class CLIPEmbeddings(nn.Module):
 class CLIPEncoder(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg.width, cfg.heads, cfg.width * cfg.mlp_ratio, cfg.activation) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg.width, cfg.heads, cfg.mlp_width, cfg.activation) for _ in range(cfg.layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:

@@ -51,7 +51,7 @@ class TextConfig:
     width: int = 768
     layers: int = 12
     heads: int = 12
-    mlp_ratio: int = 4
+    mlp_width: int = 3072  # hidden width of each layer's MLP (fc1 / c_fc outputs)
     activation: str = "quick_gelu"  # SD 1 (OpenAI CLIP); SD 2's OpenCLIP uses "gelu"
     pad_token_id: int | None = None  # None: pad with the end token (SD 1); SD 2's OpenCLIP tokenizer pads with 0
 

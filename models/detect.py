@@ -161,7 +161,7 @@ def detect_text(sd: dict, family: Family) -> TextConfig:
         width=width,
         layers=len(layers),
         heads=max(1, width // 64),  # CLIP and OpenCLIP text towers use 64-wide heads
-        mlp_ratio=fc1.shape[0] // width,
+        mlp_width=fc1.shape[0],
         activation=family.text_activation,
         pad_token_id=family.pad_token_id,
     )

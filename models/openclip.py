@@ -49,7 +49,7 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_1 = LayerNorm(cfg.width)
         self.attn = MultiheadSelfAttention(cfg.width, cfg.heads)
         self.ln_2 = LayerNorm(cfg.width)
-        self.mlp = MLP(cfg.width, cfg.width * cfg.mlp_ratio)
+        self.mlp = MLP(cfg.width, cfg.mlp_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))

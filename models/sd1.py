@@ -9,5 +9,5 @@ TINY_SD1 = ModelConfig(
     family="sd1",
     unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), context_dim=128),
     vae=VAEConfig(base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1),
-    text=TextConfig(width=128, layers=2, heads=2),
+    text=TextConfig(width=128, layers=2, heads=2, mlp_width=512),
 )

@@ -20,5 +20,5 @@ TOY_SD1 = ModelConfig(
     unet=UNetConfig(model_channels=TOY_UNET_CHANNELS, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(0, 1),
                     num_heads=TOY_HEADS, context_dim=128),
     vae=VAEConfig(base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1, scaling_factor=TOY_SCALING_FACTOR),
-    text=TextConfig(width=128, layers=2, heads=2),
+    text=TextConfig(width=128, layers=2, heads=2, mlp_width=512),
 )

@@ -109,7 +109,7 @@ def save_diffusers_folder(sd: dict[str, torch.Tensor], setting: Setting, folder:
     vae.load_state_dict(convert_ldm_vae_checkpoint(sd, vae.config), strict=True, assign=True)
     vae.save_pretrained(folder / "vae")
     t = cfg.text
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.width * t.mlp_ratio,
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.mlp_width,
                                         num_hidden_layers=t.layers, num_attention_heads=t.heads,
                                         max_position_embeddings=t.max_length, hidden_act=t.activation, layer_norm_eps=1e-5))
     # transformers 5 dropped the `text_model.` level that checkpoints (and diffusers' converter) still carry

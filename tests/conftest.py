@@ -34,7 +34,7 @@ def diffusers_vae_config(cfg=TINY_SD1.vae) -> dict:
 def transformers_clip_config(cfg=TINY_SD1.text):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.width, intermediate_size=cfg.width * cfg.mlp_ratio,
+    return CLIPTextConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.width, intermediate_size=cfg.mlp_width,
                           num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, max_position_embeddings=cfg.max_length,
                           hidden_act=cfg.activation, layer_norm_eps=1e-5)
 

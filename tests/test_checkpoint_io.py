@@ -215,15 +215,24 @@ def _truncated(source, target):
     return target
 
 
-BAD_FILES = ("truncated.safetensors", "truncated.ckpt", "notes.txt", "random.ckpt", "missing.ckpt")
+def _huge_header(target):
+    """A .safetensors file whose 8-byte header length says 2**62 (a MemoryError if read as told)."""
+    target.write_bytes((2**62).to_bytes(8, "little") + b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
+    return target
 
 
+BAD_FILES = ("truncated.safetensors", "huge_header.safetensors", "truncated.ckpt", "notes.txt", "random.ckpt",
+             "missing.ckpt")
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["as stored", "cast while read"])
 @pytest.mark.parametrize("case", BAD_FILES)
-def test_bad_files_name_the_file(state, lightning_ckpt, tmp_path, case):
+def test_bad_files_name_the_file(state, lightning_ckpt, tmp_path, case, dtype):
     safetensors_file = tmp_path / "whole.safetensors"
     save_file(state, safetensors_file)
     make = {
         "truncated.safetensors": lambda path: _truncated(safetensors_file, path),
+        "huge_header.safetensors": _huge_header,
         "truncated.ckpt": lambda path: _truncated(lightning_ckpt, path),
         "notes.txt": lambda path: path.write_text("not weights"),
         "random.ckpt": lambda path: path.write_bytes(np.random.default_rng(0).bytes(4096)),
@@ -232,7 +241,7 @@ def test_bad_files_name_the_file(state, lightning_ckpt, tmp_path, case):
     path = tmp_path / case
     make[case](path)
     with pytest.raises(CheckpointError) as error:
-        read_checkpoint(path)
+        read_checkpoint(path, dtype)
     assert str(path) in str(error.value)
     if case in ("notes.txt", "missing.ckpt"):
         assert ".safetensors, .ckpt, .pt, .pth or .bin" in str(error.value)

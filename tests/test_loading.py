@@ -1,11 +1,14 @@
 """End to end loading: every file format to the same model tensors, dtype casting, EMA, family detection and its errors."""
+import dataclasses
+
 import pytest
 import torch
 
 from models.checkpoint import CheckpointError
 from models.detect import detect_config
-from models.loader import load_checkpoint
+from models.loader import load_checkpoint, random_weights
 from models.sd1 import SD1, TINY_SD1
+from models.sd2 import TINY_SD2
 from reference import assert_loaded, meta_state_dict, save_safetensors
 
 UNET = "model.diffusion_model."
@@ -109,3 +112,16 @@ def test_wrong_missing_and_unexpected_keys_are_listed(tiny_weights, tmp_path):
     assert "missing keys (1): 'model.diffusion_model.out.2.bias'" in message
     assert "unexpected keys (1): 'model.diffusion_model.extra.weight'" in message
     assert "wrong shapes (1): 'model.diffusion_model.input_blocks.1.0.emb_layers.1.bias (3,) (expected (32,))'" in message
+
+
+@pytest.mark.parametrize("base", [TINY_SD1, TINY_SD2], ids=["clip", "openclip"])
+def test_text_mlp_width_comes_from_the_weights(base, tmp_path):
+    """A 64-wide tower with a 100-wide MLP (not a whole multiple of the width) loads exactly."""
+    text = dataclasses.replace(base.text, width=64, heads=1, mlp_width=100)
+    cfg = dataclasses.replace(base, text=text, unet=dataclasses.replace(base.unet, context_dim=64))
+    weights = random_weights(cfg, seed=5)
+    path = tmp_path / "odd-mlp.safetensors"
+    save_safetensors(weights, path)
+    loaded = load_checkpoint(path, dtype=torch.float64)
+    assert loaded.model.cfg.text.mlp_width == 100
+    assert_loaded(loaded.model, weights)
