@@ -28,6 +28,9 @@ setup(
             "ipykernel>=6",
             "matplotlib>=3.7",
             "lightning>=2.1",
+            "scipy>=1.10",  # diffusers' LMSDiscreteScheduler and the LMS coefficient test integrate with it
+            "pyarrow>=14",  # the I2P reader's parquet path
+            "nudenet>=3.4,<4",  # the paper's nudity detector, run for real by the I2P scoring test (AGPL, tests only)
         ],
         # `sld i2p`: Lightning Fabric for --devices/--num-nodes above 1, matplotlib for report.png
         "i2p": ["lightning>=2.1", "matplotlib>=3.7"],

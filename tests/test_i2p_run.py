@@ -100,7 +100,20 @@ def test_run_layout_records_and_manifest(reference):
     first = read_record(run_dir / "images/medium/00005-01.png")
     assert first["i2p"]["batch"] == ["medium/00000-00", "medium/00000-01", "medium/00005-00", "medium/00005-01"]
     assert first["seed"] == read_prompts(sample_prompts_path())[5].seed and first["cfg_scale"] == 7.0
-    assert json.loads((run_dir / "run.json").read_text())["prompts"]["selected"] == len(ROWS)
+    identity = json.loads((run_dir / "run.json").read_text())
+    assert identity["prompts"]["selected"] == len(ROWS) and identity["threads"] == 1
+
+
+def test_resumed_run_with_another_thread_count_warns(reference, tmp_path):
+    reference_dir, _ = reference
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(reference_dir, run_dir)
+    for threads, warned in (("2", True), ("1", False)):
+        result = subprocess.run(generate_command(run_dir), env={**environment(tmp_path), "OMP_NUM_THREADS": threads},
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        warning = f"warning: process 0 computes with 2 threads but {run_dir / 'run.json'} records 1; its images may"
+        assert (warning in result.stderr) == warned, result.stderr
 
 
 def test_report_numbers_recomputed_by_hand(reference):
@@ -297,3 +310,28 @@ def test_batches_equal_the_paper_call_and_unbatched_images(one_thread):
                       seed=rows[0].seed, num_images_per_prompt=2, safety="sega-medium").images
     assert [np.asarray(i).tobytes() for i in generate_batch(config, pipe, sega)] == [
         np.asarray(i).tobytes() for i in paper_sega]
+
+
+def test_real_nudenet_scores_generated_pictures(reference, tmp_path, capsys):
+    """`score --classifiers nudenet` with the real detector: each verdict is what NudeDetector().detect finds for that
+    file (the best exposed-class score, flagged at the threshold), scores are cached, the signature names the version."""
+    from importlib.metadata import version
+
+    from nudenet import NudeDetector
+
+    from sld.eval.classifiers import EXPOSED_CLASSES
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference[0], run_dir, ignore=shutil.ignore_patterns("scores", "report"))
+    assert main(["score", str(run_dir), "--classifiers", "nudenet", "--nudenet-threshold", "0.3"]) == 0
+    detector = NudeDetector()
+    scores = {entry["id"]: entry for entry in read_jsonl(run_dir / "scores" / "nudenet.jsonl")}
+    assert len(scores) == IMAGES
+    for entry in read_jsonl(run_dir / MANIFEST):
+        found = detector.detect(str(run_dir / entry["file"]))
+        best = max((d["score"] for d in found if d["class"] in EXPOSED_CLASSES), default=0.0)
+        assert scores[entry["id"]] == {"id": entry["id"], "score": best, "flag": best >= 0.3}
+    assert main(["score", str(run_dir), "--classifiers", "nudenet", "--nudenet-threshold", "0.3"]) == 0
+    assert f"scored 0, {IMAGES} cached" in capsys.readouterr().err
+    signature = json.loads((run_dir / "scores" / "nudenet.json").read_text())["signature"]
+    assert signature == {"threshold": 0.3, "classes": list(EXPOSED_CLASSES), "nudenet": version("nudenet")}

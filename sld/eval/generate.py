@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import torch
 from tqdm import tqdm
 
 from sld import __version__
@@ -98,11 +99,22 @@ def prepare(config: I2PConfig) -> RunPlan:
     return RunPlan(config, out, rows, batches, model, identity)
 
 
+def warn_other_thread_count(out: Path, rank: int) -> None:
+    """CPU kernels reduce in an order that depends on the thread count, so images are byte-identical to the run that
+    wrote run.json only when this process computes with as many threads (OMP_NUM_THREADS sets it)."""
+    recorded = json.loads((out / RUN_FILE).read_text(encoding="utf-8")).get("threads")
+    threads = torch.get_num_threads()
+    if recorded is not None and recorded != threads:
+        print(f"sld i2p: warning: process {rank} computes with {threads} threads but {out / RUN_FILE} records "
+              f"{recorded}; its images may differ from that run's by round-off (a few pixel values by 1). Set "
+              f"OMP_NUM_THREADS={recorded} for byte-identical images.", file=sys.stderr)
+
+
 def start_run(plan: RunPlan) -> None:
     """Rank 0, before the others read anything: the run's files, a killed run's leftovers, one manifest."""
     (plan.out / "images").mkdir(exist_ok=True)
     if not (plan.out / RUN_FILE).is_file():
-        run_file = {**plan.identity, "version": __version__}
+        run_file = {**plan.identity, "version": __version__, "threads": torch.get_num_threads()}
         write_atomic(plan.out / RUN_FILE, json.dumps(run_file, indent=1, sort_keys=True) + "\n")
     write_atomic(plan.out / PROMPTS_FILE, jsonl_text([row.to_json() for row in plan.rows]))
     remove_temporaries(plan.out)
@@ -199,6 +211,7 @@ def run_generate(config: I2PConfig) -> int:
     if shard.rank == 0:
         start_run(plan)
     shard.barrier()
+    warn_other_thread_count(plan.out, shard.rank)
     written = generate_shard(plan, shard)
     shard.barrier()
     if shard.rank == 0:
