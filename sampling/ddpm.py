@@ -6,8 +6,7 @@ from t to the next listed timestep and, after the last one, to alpha-bar = 1.
 import torch
 
 from sampling.noise import standard_normal
-from sampling.schedule import alpha_bar, step_pairs
-from sampling.sigmas import Denoiser, Schedule, StepCallback
+from sampling.schedule import Denoiser, Schedule, StepCallback, alpha_bar, step_pairs
 
 MIN_VARIANCE = 1e-20
 

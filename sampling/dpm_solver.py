@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from sampling.sigmas import Denoiser, Schedule, StepCallback, eps_at
+from sampling.schedule import Denoiser, Schedule, StepCallback, eps_at
 
 
 def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, schedule: Schedule, callback: StepCallback | None = None

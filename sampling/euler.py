@@ -8,7 +8,7 @@ diffusers EulerDiscreteScheduler, EulerAncestralDiscreteScheduler and HeunDiscre
 import torch
 
 from sampling.noise import standard_normal
-from sampling.sigmas import Denoiser, Schedule, StepCallback, eps_at
+from sampling.schedule import Denoiser, Schedule, StepCallback, eps_at
 
 
 def ode_slope(x: torch.Tensor, eps: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -18,10 +18,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from sampling.parameterization import alpha_at, check_prediction, eps_per_output, to_eps
+from sampling.parameterization import SPACES, alpha_at, check_prediction, eps_per_output, to_eps
 
 Network = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]
-SPACES = ("eps", "model")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from sampling.euler import ode_slope
-from sampling.sigmas import Denoiser, Schedule, StepCallback, eps_at
+from sampling.schedule import Denoiser, Schedule, StepCallback, eps_at
 
 
 def lms_coefficient(sigmas: list[float], i: int, order: int, j: int) -> float:

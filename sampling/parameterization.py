@@ -9,6 +9,9 @@ import math
 import torch
 
 PREDICTIONS = ("epsilon", "v")
+# where a guidance hook edits its direction and what PNDM's multistep formula combines: noise predictions, or what the
+# network outputs (v for v-models; the same as eps for epsilon models)
+SPACES = ("eps", "model")
 
 
 def check_prediction(prediction: str) -> None:

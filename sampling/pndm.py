@@ -13,22 +13,14 @@ denoiser tells its parameterisation through an optional `prediction` attribute (
 
 import torch
 
-from sampling.ddim import Denoiser, StepCallback, ddim_update
-from sampling.parameterization import from_eps, to_eps
-from sampling.schedule import alpha_bar, step_pairs
-
-SPACES = ("eps", "model")
+from sampling.ddim import ddim_update
+from sampling.parameterization import SPACES, from_eps, to_eps
+from sampling.schedule import Denoiser, Schedule, StepCallback, alpha_bar, step_pairs
 
 
-def sample_pndm(
-    model: Denoiser,
-    x: torch.Tensor,
-    timesteps: list[int],
-    alphas_cumprod: torch.Tensor,
-    callback: StepCallback | None = None,
-    space: str = "eps",
-) -> torch.Tensor:
-    """Run PLMS from x at timesteps[0] down to x_0.
+def sample_pndm(model: Denoiser, x: torch.Tensor, schedule: Schedule, callback: StepCallback | None = None,
+                space: str = "eps") -> torch.Tensor:
+    """Run PLMS from x at schedule.timesteps[0] down to x_0.
 
     The first step is a pseudo improved Euler step: eps at t0, a provisional DDIM step to t1, eps there,
     then the step is redone from x_t0 with their average. Later steps use Adams-Bashforth on the eps
@@ -40,8 +32,8 @@ def sample_pndm(
         raise ValueError(f"space={space!r} is unknown; allowed: {', '.join(SPACES)}")
     prediction = getattr(model, "prediction", "epsilon") if space == "model" else "epsilon"
     old: list[torch.Tensor] = []
-    for i, (t, t_prev) in enumerate(step_pairs(timesteps)):
-        alpha_t, alpha_prev = alpha_bar(alphas_cumprod, t), alpha_bar(alphas_cumprod, t_prev)
+    for i, (t, t_prev) in enumerate(step_pairs(schedule.timesteps)):
+        alpha_t, alpha_prev = alpha_bar(schedule.alphas_cumprod, t), alpha_bar(schedule.alphas_cumprod, t_prev)
         eps = model(x, t)
         output = from_eps(prediction, eps, x, alpha_t)
         if not old and t_prev is not None:
@@ -54,6 +46,12 @@ def sample_pndm(
         if callback is not None:
             callback(i, t, x)
     return x
+
+
+def sample_pndm_diffusers(model: Denoiser, x: torch.Tensor, schedule: Schedule,
+                          callback: StepCallback | None = None) -> torch.Tensor:
+    """PNDM combining raw model outputs, as diffusers' PNDMScheduler does (differs from PNDM on v-models only)."""
+    return sample_pndm(model, x, schedule, callback, space="model")
 
 
 def _adams_bashforth(current: torch.Tensor, old: list[torch.Tensor]) -> torch.Tensor:

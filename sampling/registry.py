@@ -13,8 +13,8 @@
     pipe("a cat", sampler="mine")
 
 A sampler is `fn(model, x, schedule, **options) -> x_0`: `model(x_vp, t) -> eps`, x the unit-variance x_T,
-`schedule` a sampling.sigmas.Schedule placed by the sampler's family (DISCRETE, EULER or DPM_SOLVER; see
-sampling/sigmas.py). Of the options eta, generator (the run's seeded generator) and callback(i, t, x), a sampler
+`schedule` a sampling.schedule.Schedule placed by the sampler's family (DISCRETE, EULER or DPM_SOLVER; see
+sampling/families.py). Of the options eta, generator (the run's seeded generator) and callback(i, t, x), a sampler
 receives those its signature names; eta != 0 is refused for a sampler without `eta`.
 A hook factory is any callable that returns a GuidanceHook, a hook class for instance: `@register_hook("mine")`.
 
@@ -30,7 +30,8 @@ from importlib.metadata import entry_points
 
 import torch
 
-from sampling.sigmas import DISCRETE, ScheduleFamily
+from sampling.builtins import BUILTINS
+from sampling.families import DISCRETE, ScheduleFamily
 
 SAMPLER_GROUP = "sld.samplers"
 HOOK_GROUP = "sld.hooks"
@@ -50,11 +51,10 @@ class SamplerSpec:
 class Registry:
     """Names -> entries of one kind; that kind's entry points are listed by name and imported on first lookup."""
 
-    def __init__(self, kind: str, group: str, register: Callable[[str], Callable], builtins: Callable[[], None]):
+    def __init__(self, kind: str, group: str, register: Callable[[str], Callable]):
         self.kind, self.group = kind, group
         self.entries: dict[str, object] = {}
         self._register = register  # the public decorator, used for an entry point its module did not register
-        self._builtins = builtins
 
     def add(self, name: str, entry: object, replace: bool) -> None:
         if not isinstance(name, str) or not name or name != name.strip():
@@ -66,12 +66,10 @@ class Registry:
         self.entries[name] = entry
 
     def names(self) -> tuple[str, ...]:
-        self._builtins()
         plugins = [ep.name for ep in entry_points(group=self.group) if ep.name not in self.entries]
         return (*self.entries, *dict.fromkeys(plugins))
 
     def get(self, name: str) -> object:
-        self._builtins()
         if name not in self.entries:
             for ep in entry_points(group=self.group):
                 if ep.name == name:
@@ -108,7 +106,7 @@ def register_sampler(name: str, *, family: ScheduleFamily = DISCRETE, replace: b
                      ) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator: register `fn(model, x, schedule, **options)` as sampler `name`; returns fn unchanged."""
     if not isinstance(family, ScheduleFamily):
-        raise ValueError(f"family={family!r} is invalid; allowed: a sampling.sigmas.ScheduleFamily "
+        raise ValueError(f"family={family!r} is invalid; allowed: a sampling.families.ScheduleFamily "
                          "(DISCRETE, EULER, DPM_SOLVER)")
 
     def register(fn: SamplerFn) -> SamplerFn:
@@ -138,7 +136,6 @@ def get_sampler(name: str) -> SamplerSpec:
 
 def registered_samplers() -> tuple[SamplerSpec, ...]:
     """The samplers registered so far: built-ins, runtime registrations, plug-ins already looked up (none imported)."""
-    _load_builtin_samplers()
     return tuple(_SAMPLERS.entries.values())
 
 
@@ -173,11 +170,9 @@ def _load(ep, kind: str) -> object:
     return obj
 
 
-def _load_builtin_samplers() -> None:
-    import sampling.samplers  # noqa: F401  (the built-ins register on import)
-
-
-_SAMPLERS = Registry("sampler", SAMPLER_GROUP, register_sampler, _load_builtin_samplers)
-_HOOKS = Registry("hook", HOOK_GROUP, register_hook, lambda: None)
+_SAMPLERS = Registry("sampler", SAMPLER_GROUP, register_sampler)
+_HOOKS = Registry("hook", HOOK_GROUP, register_hook)
+for _name, _fn, _family in BUILTINS:
+    register_sampler(_name, family=_family)(_fn)
 SAMPLERS = Names(_SAMPLERS)  # live: tuple(SAMPLERS) is a snapshot
 HOOKS = Names(_HOOKS)

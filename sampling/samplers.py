@@ -1,39 +1,20 @@
-"""Samplers by name behind one call. The built-ins register here, on import (the registry imports this module
-before its first lookup); a user's module or an installed plug-in adds more through sampling.registry.
+"""A sampler by name with its placed schedule, checked once before any model work: the plan owns steps, eta,
+spacing and Karras sigmas. Samplers are registered in sampling/registry.py (the built-ins: sampling/builtins.py).
 
     plan = plan_sampling("dpmpp_2m", steps=30, spacing=None, alphas_cumprod=alphas, karras=True)  # checks, places
     x0 = plan.run(model, x_T, generator, callback)
 
 `spacing=None` is the sampler's default: the timestep spacing diffusers gives its scheduler from Stable Diffusion
-1.5's config ("leading" for DDIM/PNDM/DDPM, "linspace" for Euler/Heun/LMS/DPM-Solver++; sampling/sigmas.py).
+1.5's config ("leading" for DDIM/PNDM/DDPM, "linspace" for Euler/Heun/LMS/DPM-Solver++; sampling/families.py).
 """
 from dataclasses import dataclass
 
 import torch
 
-from sampling.ddpm import sample_ddpm
-from sampling.discrete import ddim, pndm, pndm_diffusers
-from sampling.dpm_solver import sample_dpmpp_2m
-from sampling.euler import sample_euler, sample_euler_ancestral, sample_heun
-from sampling.lms import sample_lms
-from sampling.registry import SAMPLERS, SamplerSpec, get_sampler, register_sampler, registered_samplers
-from sampling.sigmas import DISCRETE, DPM_SOLVER, EULER, Denoiser, Schedule, StepCallback
+from sampling.registry import SamplerSpec, get_sampler, registered_samplers
+from sampling.schedule import Denoiser, Schedule, StepCallback
 
-__all__ = ["SAMPLERS", "Plan", "check_sampler", "plan_sampling", "sample"]
-
-BUILTINS = (
-    ("pndm", pndm, DISCRETE),
-    ("ddim", ddim, DISCRETE),
-    ("euler", sample_euler, EULER),
-    ("euler_a", sample_euler_ancestral, EULER),
-    ("heun", sample_heun, EULER),
-    ("lms", sample_lms, EULER),
-    ("dpmpp_2m", sample_dpmpp_2m, DPM_SOLVER),
-    ("ddpm", sample_ddpm, DISCRETE),
-    ("pndm_diffusers", pndm_diffusers, DISCRETE),
-)
-for _name, _fn, _family in BUILTINS:
-    register_sampler(_name, family=_family)(_fn)
+__all__ = ["Plan", "check_sampler", "plan_sampling", "sample"]
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,39 @@ sigma = sqrt((1 - alpha-bar) / alpha-bar) at fractional timesteps (the helpers a
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
 NUM_TRAIN_STEPS = 1000
 SPACINGS = ("leading", "compvis", "linspace")
+
+Denoiser = Callable[[torch.Tensor, float], torch.Tensor]  # model(x_vp, t) -> eps; t fractional where interpolated
+StepCallback = Callable[[int, float, torch.Tensor], None]  # callback(step index, t, the sampler's x after the step)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What every registered sampler walks: the model timesteps (what the network is told) and the noise levels
+    sigma = sqrt((1 - alpha-bar) / alpha-bar) that go with them, ending in sigma = 0 (x_0). The discrete samplers
+    (DDIM, PNDM, DDPM) read `timesteps` and `alphas_cumprod`; the sigma samplers (Euler, Heun, LMS, DPM-Solver++)
+    read `sigmas` and work in sigma space, x = x_vp * sqrt(sigma^2 + 1), where x_vp is what the UNet sees.
+    sampling/families.py places one for each diffusers scheduler family."""
+
+    timesteps: list[float]  # model timestep of each step, descending (integers except fractional spacings)
+    sigmas: list[float]  # noise level of each step, then 0: len(timesteps) + 1 entries
+    init_sigma: float  # std of x_T in sigma space: unit-variance x_T is multiplied by it (diffusers init_noise_sigma)
+    alphas_cumprod: torch.Tensor  # float64 training schedule the integer timesteps index
+
+    def levels(self) -> Iterator[tuple[float, float, float]]:
+        """(t, sigma, sigma_next) for each step."""
+        return zip(self.timesteps, self.sigmas[:-1], self.sigmas[1:])
+
+
+def eps_at(model: Denoiser, x: torch.Tensor, sigma: float, t: float) -> torch.Tensor:
+    """eps for a sigma-space x: the model sees x / sqrt(sigma^2 + 1) (diffusers scale_model_input)."""
+    return model(x / ((sigma**2 + 1) ** 0.5), t)
 
 
 def scaled_linear_betas(

@@ -6,7 +6,7 @@ messages name both spellings.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sampling.samplers import BUILTINS
+from sampling.builtins import BUILTINS
 from sampling.schedule import SPACINGS
 from sld.options import SAFETY_NAMES
 from sld.safety import PRESET_VALUES

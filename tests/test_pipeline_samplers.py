@@ -16,7 +16,7 @@ from sampling.ddim import ddim_update
 from sampling.euler import sample_euler
 from sampling.registry import register_sampler
 from sampling.schedule import alpha_bar, alphas_cumprod, scaled_linear_betas, step_pairs
-from sampling.sigmas import EULER
+from sampling.families import EULER
 from sld.pipeline import Pipeline
 from reference import diffusers_sld_kwargs, reference_pipeline
 

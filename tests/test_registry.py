@@ -10,7 +10,7 @@ from sampling import registry
 from sampling.registry import HOOKS, SAMPLERS, get_hook, get_sampler, register_hook, register_sampler
 from sampling.samplers import plan_sampling, sample
 from sampling.schedule import alphas_cumprod, scaled_linear_betas
-from sampling.sigmas import DISCRETE, EULER
+from sampling.families import DISCRETE, EULER
 
 BUILTINS = ("pndm", "ddim", "euler", "euler_a", "heun", "lms", "dpmpp_2m", "ddpm", "pndm_diffusers")
 ALPHAS = alphas_cumprod(scaled_linear_betas())
@@ -30,7 +30,7 @@ def plugins(monkeypatch, tmp_path):
     module = "sld_test_plugin"
     (tmp_path / f"{module}.py").write_text(textwrap.dedent('''
         from sampling.registry import register_sampler
-        from sampling.sigmas import EULER
+        from sampling.families import EULER
 
         def plain(model, x, schedule):
             return x + 1

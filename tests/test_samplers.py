@@ -5,7 +5,9 @@ import torch
 from diffusers import DDIMScheduler, PNDMScheduler
 
 from sampling.ddim import sample_ddim
+from sampling.families import discrete_at
 from sampling.pndm import sample_pndm
+from sampling.samplers import plan_sampling
 from sampling.schedule import SPACINGS, alphas_cumprod, scaled_linear_betas, timesteps
 
 from fakes import SHAPE, FakeEps
@@ -84,7 +86,7 @@ def test_leading_timesteps_match_diffusers(steps, ours):
 def test_ddim_matches_diffusers(steps, eta, ours):
     ts = timesteps(steps)
     model = FakeEps()
-    got = sample_ddim(model, start_noise(), ts, ours, eta=eta, generator=torch.Generator().manual_seed(5))
+    got = sample_ddim(model, start_noise(), discrete_at(ts, ours), eta=eta, generator=torch.Generator().manual_seed(5))
     want, ref_model = run_diffusers_ddim(ours, steps, ts, eta, seed=5)
     assert len(model.calls) == steps
     assert model.seen_timesteps == ref_model.seen_timesteps
@@ -96,7 +98,7 @@ def test_ddim_matches_diffusers(steps, eta, ours):
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 30, 50])
 def test_pndm_matches_diffusers(steps, ours):
     model = FakeEps()
-    got = sample_pndm(model, start_noise(), timesteps(steps), ours)
+    got = sample_pndm(model, start_noise(), discrete_at(timesteps(steps), ours))
     want, ref_model = run_diffusers_pndm(ours, steps)
     # diffusers evaluates S + 1 times for S >= 2; S = 1 has no second timestep to average with: once.
     assert len(model.calls) == len(ref_model.calls) == (steps + 1 if steps > 1 else 1)
@@ -112,13 +114,13 @@ def test_pndm_model_space_is_eps_space_on_epsilon_models_only(ours):
         prediction = "v"
 
     for model_type, same in ((FakeEps, True), (FakeV, False)):
-        runs = [sample_pndm(model_type(), start_noise(), timesteps(10), ours, space=space) for space in ("eps", "model")]
+        runs = [sample_pndm(model_type(), start_noise(), discrete_at(timesteps(10), ours), space=space) for space in ("eps", "model")]
         assert torch.equal(*runs) is same
 
 
 def test_pndm_evaluation_sequence_s3(ours):
     model = FakeEps()
-    sample_pndm(model, start_noise(), timesteps(3), ours)
+    sample_pndm(model, start_noise(), discrete_at(timesteps(3), ours))
     # t0, provisional t1, t1 again from the redone first step, then t2
     assert model.seen_timesteps == [667, 334, 334, 1]
 
@@ -133,7 +135,7 @@ def test_ddim_compvis_spacing_runs_on_its_timesteps(eta, ours):
     # diffusers' prev = t - 1000 // 30 = t - 33 is the next CompVis entry, so it is a reference here too.
     model = FakeEps()
     generator = torch.Generator().manual_seed(2)
-    got = sample_ddim(model, start_noise(), COMPVIS_30, ours, eta=eta, generator=generator)
+    got = sample_ddim(model, start_noise(), discrete_at(COMPVIS_30, ours), eta=eta, generator=generator)
     want, _ = run_diffusers_ddim(ours, 30, COMPVIS_30, eta, seed=2)
     assert model.seen_timesteps == COMPVIS_30
     assert max_abs(got, want) <= TOL, f"final sample differs by {max_abs(got, want)} > 1e-10"
@@ -141,7 +143,7 @@ def test_ddim_compvis_spacing_runs_on_its_timesteps(eta, ours):
 
 def test_pndm_compvis_spacing_runs_on_its_timesteps(ours):
     model = FakeEps()
-    x = sample_pndm(model, start_noise(), COMPVIS_30, ours)
+    x = sample_pndm(model, start_noise(), discrete_at(COMPVIS_30, ours))
     assert model.seen_timesteps == [991, 958, *COMPVIS_30[1:]]
     assert torch.isfinite(x).all()
 
@@ -150,7 +152,7 @@ def test_pndm_compvis_spacing_runs_on_its_timesteps(ours):
 def test_callback_and_float32(sampler, ours):
     seen = []
     record = lambda i, t, x: seen.append((i, t, x))  # noqa: E731
-    x = sampler(FakeEps(), start_noise().float(), timesteps(4), ours, callback=record)
+    x = sampler(FakeEps(), start_noise().float(), discrete_at(timesteps(4), ours), callback=record)
     assert [(i, t) for i, t, _ in seen] == [(0, 751), (1, 501), (2, 251), (3, 1)]
     assert seen[-1][2] is x and x.dtype == torch.float32
 
@@ -176,4 +178,4 @@ def test_bad_spacing():
 
 def test_negative_eta(ours):
     with pytest.raises(ValueError, match=r"eta=-0\.1.*eta >= 0"):
-        sample_ddim(FakeEps(), start_noise(), timesteps(3), ours, eta=-0.1)
+        plan_sampling("ddim", 3, None, ours, eta=-0.1)

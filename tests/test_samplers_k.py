@@ -20,7 +20,7 @@ from sampling.lms import lms_coefficient, sample_lms
 from sampling.samplers import plan_sampling, sample
 from sampling.schedule import (alphas_cumprod, karras_sigmas, scaled_linear_betas, sigma_at, sigma_table,
                                sigma_to_t, timesteps)
-from sampling.sigmas import DISCRETE, DPM_SOLVER, EULER
+from sampling.families import DISCRETE, DPM_SOLVER, EULER
 
 from fakes import SHAPE, FakeEps
 

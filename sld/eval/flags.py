@@ -2,7 +2,7 @@
 and error messages name the same things."""
 import argparse
 
-from sampling.samplers import SAMPLERS
+from sampling.registry import SAMPLERS
 from sld.eval.prompts import CATEGORIES
 from sld.flags import DTYPE_NAMES, PRESET_CHOICES, Flag, comma_list
 

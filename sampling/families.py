@@ -1,9 +1,4 @@
-"""The Schedule every registered sampler walks, and how each diffusers scheduler family places it.
-
-A Schedule lists the model timesteps (what the network is told) and the noise levels
-sigma = sqrt((1 - alpha-bar) / alpha-bar) that go with them, ending in sigma = 0 (x_0). The discrete samplers
-(DDIM, PNDM, DDPM) read `timesteps` and `alphas_cumprod`; the sigma samplers (Euler, Heun, LMS, DPM-Solver++)
-read `sigmas` and work in sigma space, x = x_vp * sqrt(sigma^2 + 1), where x_vp is what the UNet sees.
+"""How each diffusers scheduler family places the Schedule (sampling/schedule.py) its samplers walk.
 
 Placement follows diffusers' set_timesteps for each scheduler family, with steps_offset=1 (SD's config):
     DISCRETE   DDIM / PNDM / DDPM              "leading" | "compvis"
@@ -12,27 +7,13 @@ Placement follows diffusers' set_timesteps for each scheduler family, with steps
 The first spacing of a family is what diffusers gives that scheduler from Stable Diffusion 1.5's PNDM config
 (`from_config` leaves timestep_spacing at the scheduler's own default).
 """
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from sampling.schedule import NUM_TRAIN_STEPS, karras_sigmas, sigma_at, sigma_table, sigma_to_t, timesteps
-
-Denoiser = Callable[[torch.Tensor, float], torch.Tensor]  # model(x_vp, t) -> eps; t fractional where interpolated
-StepCallback = Callable[[int, float, torch.Tensor], None]  # callback(step index, t, the sampler's x after the step)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    timesteps: list[float]  # model timestep of each step, descending (integers except fractional spacings)
-    sigmas: list[float]  # noise level of each step, then 0: len(timesteps) + 1 entries
-    init_sigma: float  # std of x_T in sigma space: unit-variance x_T is multiplied by it (diffusers init_noise_sigma)
-    alphas_cumprod: torch.Tensor  # float64 training schedule the integer timesteps index
-
-    def levels(self) -> Iterator[tuple[float, float, float]]:
-        """(t, sigma, sigma_next) for each step."""
-        return zip(self.timesteps, self.sigmas[:-1], self.sigmas[1:])
+from sampling.schedule import (NUM_TRAIN_STEPS, Schedule, karras_sigmas, sigma_at, sigma_table, sigma_to_t,
+                               timesteps)
 
 
 @dataclass(frozen=True)
@@ -43,21 +24,20 @@ class ScheduleFamily:
     build_karras: Callable[[int, str, torch.Tensor], Schedule] | None = None  # None: no Karras sigmas
 
 
-def eps_at(model: Denoiser, x: torch.Tensor, sigma: float, t: float) -> torch.Tensor:
-    """eps for a sigma-space x: the model sees x / sqrt(sigma^2 + 1) (diffusers scale_model_input)."""
-    return model(x / ((sigma**2 + 1) ** 0.5), t)
-
-
 def vp_init_sigma(sigma_max: float) -> float:
     """Sigma-space std of a unit-variance VP x_T: sqrt(sigma^2 + 1)."""
     return (sigma_max**2 + 1) ** 0.5
 
 
-def discrete_schedule(steps: int, spacing: str, alphas_cumprod: torch.Tensor) -> Schedule:
-    ts = timesteps(steps, spacing)
+def discrete_at(ts: list[int], alphas_cumprod: torch.Tensor) -> Schedule:
+    """The Schedule of the DISCRETE samplers over any explicit list of descending integer timesteps."""
     table = sigma_table(alphas_cumprod)
     sigmas = [sigma_at(table, t) for t in ts]
-    return Schedule(ts, sigmas + [0.0], vp_init_sigma(sigmas[0]), alphas_cumprod)
+    return Schedule(list(ts), sigmas + [0.0], vp_init_sigma(sigmas[0]), alphas_cumprod)
+
+
+def discrete_schedule(steps: int, spacing: str, alphas_cumprod: torch.Tensor) -> Schedule:
+    return discrete_at(timesteps(steps, spacing), alphas_cumprod)
 
 
 def _euler_init_sigma(sigma_max: float, spacing: str) -> float:
