@@ -4,7 +4,7 @@ setup(
     name="safe-latent-diffusion",
     version="0.1.0",
     description="From-scratch Safe Latent Diffusion (SLD) research toolkit for Stable Diffusion checkpoints",
-    packages=["sld", "sld.eval", "sld.toy", "models", "sampling"],
+    packages=["sld", "sld.hooks", "sld.io", "sld.cli", "sld.cli.sweep", "sld.eval", "sld.toy", "models", "sampling"],
     # the CLIP vocabulary, the toy model and its shape classifier, the I2P sample
     package_data={"models": ["data/*.txt.gz", "data/*.safetensors"], "sld": ["data/*.csv", "data/*.safetensors"]},
     python_requires=">=3.10",
@@ -35,5 +35,5 @@ setup(
         # `sld i2p`: Lightning Fabric for --devices/--num-nodes above 1, matplotlib for report.png
         "i2p": ["lightning>=2.1", "matplotlib>=3.7"],
     },
-    entry_points={"console_scripts": ["sld=sld.cli:main"]},
+    entry_points={"console_scripts": ["sld=sld.cli.main:main"]},
 )

@@ -1,8 +1,9 @@
 """Safe reading of Stable Diffusion checkpoints into plain CompVis-layout state dicts.
 
-`read_checkpoint` accepts a `.safetensors` file (memory-mapped, zero-copy), a pickled
+`read_weight_file` accepts a `.safetensors` file (memory-mapped, zero-copy) or a pickled
 `.ckpt/.pt/.pth/.bin` file (``torch.load(weights_only=True)`` with only the few extra globals
-real SD files need) or a diffusers folder (converted to CompVis names). `select_weights` picks
+real SD files need); diffusers folders are converted to CompVis names by models/diffusers_keys.py
+(`models.loader.read_checkpoint` takes either). `select_weights` picks
 the regular or the EMA UNet weights and `drop_training_buffers` removes what inference does
 not use. Nothing here casts dtypes or builds modules.
 """
@@ -219,17 +220,6 @@ def read_weight_file(path: str | os.PathLike, dtype: torch.dtype | None = None) 
     if suffix in SAFETENSORS_SUFFIXES:
         return _read_safetensors_cast(path, dtype) if _needs_cast(path, dtype) else _read_safetensors(path)
     return _tensors_only(path, _read_pickle(path))
-
-
-def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """A checkpoint file or diffusers folder -> state dict in the CompVis single-file key layout; `dtype`: the dtype
-    the weights are for, so that files stored in another dtype are cast while read (read_weight_file)."""
-    path = Path(path)
-    if path.is_dir():
-        from models.diffusers_keys import read_diffusers_folder  # imported here: it imports this module
-
-        return read_diffusers_folder(path, dtype)
-    return read_weight_file(path, dtype)
 
 
 def select_weights(sd: dict[str, torch.Tensor], ema: bool, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -5,13 +5,15 @@
 Modules are built on the meta device, so no time goes into a random init that the weights overwrite.
 """
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, drop_training_buffers, format_keys, read_checkpoint, select_weights
-from models.diffusers_keys import scheduler_prediction
+from models.checkpoint import CheckpointError, drop_training_buffers, format_keys, read_weight_file, select_weights
+from models.diffusers_keys import read_diffusers_folder, scheduler_prediction
 from models.clip import CLIPTextEncoder
 from models.config import ModelConfig
 from models.detect import V_MARKER, Detection, detect
@@ -46,6 +48,16 @@ class StableDiffusion(nn.Module):
     def text_encoder(self) -> CLIPTextEncoder | OpenCLIPTextEncoder:
         return self.cond_stage_model
 
+    @property
+    def device(self) -> torch.device:
+        """Where the UNet's weights are (the whole model is moved together)."""
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's weight dtype: what latents are given in."""
+        return next(self.unet.parameters()).dtype
+
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
@@ -53,6 +65,13 @@ class LoadedCheckpoint:
     path: str
     has_ema: bool
     prediction_reason: str
+
+
+def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A checkpoint file or diffusers folder -> state dict in the CompVis single-file key layout; `dtype`: the dtype
+    the weights are for, so that files stored in another dtype are cast while read (read_weight_file)."""
+    path = Path(path)
+    return read_diffusers_folder(path, dtype) if path.is_dir() else read_weight_file(path, dtype)
 
 
 def check_state_dict(model: StableDiffusion, sd: dict[str, torch.Tensor], path: str) -> None:

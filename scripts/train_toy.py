@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sld.toy.cli import add_config_flags  # noqa: E402
+from sld.cli.toy_eval import add_config_flags  # noqa: E402
 from sld.toy.train import TrainConfig, run  # noqa: E402
 
 

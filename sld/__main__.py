@@ -1,6 +1,6 @@
 """`python -m sld`: the same command as the `sld` console script."""
 import sys
 
-from sld.cli import main
+from sld.cli.main import main
 
 sys.exit(main())

@@ -10,11 +10,13 @@ from models.loader import load_checkpoint, random_model
 from models.sd1 import TINY_SD1
 from models.toy import TOY_WEIGHTS
 from sld.pipeline import Pipeline
+from sld.settings import ModelSection, torch_dtype
 
 TINY = "tiny"
 TOY = "toy"
 BUILT_IN = (TOY, TINY)
 NATIVE_SIZE_BUILT_IN = 64  # both draw 64x64 pictures
+NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
 
 
 def load(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, ema: bool = False,
@@ -53,3 +55,27 @@ def check_model_path(path: str) -> None:
     if path not in BUILT_IN and not os.path.exists(path):
         raise ValueError(f"--model {path!r}: no such file or folder; allowed: 'toy', 'tiny', a .safetensors or .ckpt "
                          "file, or a diffusers folder")
+
+
+def check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device; allowed: cpu, cuda, cuda:N, mps") from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        raise ValueError(f"--device {name!r} is not available on this machine; allowed: cpu"
+                         + (", cuda" if torch.cuda.is_available() else ""))
+    return device
+
+
+def load_pipeline(section: ModelSection) -> Pipeline:
+    """The model a run's model section names, its path and device checked first."""
+    check_model_path(section.path)
+    return load(section.path, device=check_device(section.device), dtype=torch_dtype(section.dtype),
+                ema=section.ema, prediction=section.prediction)
+
+
+def native_size(pipe: Pipeline) -> int:
+    """The side the model was trained at: 64 for the built-ins, else by its family's prediction type."""
+    return NATIVE_SIZE_BUILT_IN if pipe.source in BUILT_IN else NATIVE_SIZE[pipe.model.cfg.prediction]

@@ -1,12 +1,14 @@
-"""Validation of pipeline arguments, before any model work: bad values raise ValueError naming what is allowed."""
-import dataclasses
+"""The request of one pipeline call, normalised and checked once at the pipeline's door, before any model work:
+bad values raise ValueError naming what is allowed. The sampler plan (sampling/samplers.py) owns steps, eta,
+spacing and Karras; the safety resolver (sld/hooks/resolve.py) owns safety settings and hooks. The size and seed
+rules here are the ones the command line and the evaluation check their configs with, too.
+"""
 from dataclasses import dataclass
 
 import torch
 
-from sampling.guidance import GuidanceHook
-from sld.safety import DEFAULT_CONCEPT, PRESET_VALUES, SLD, preset
-from sld.sega import SEGA, SEGA_SAFETY_VALUES, sega_safety
+SIZE_MULTIPLE = 8  # the Stable Diffusion VAE's downscale factor
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -15,7 +17,6 @@ class GenerationOptions:
     negative_prompt: object
     height: int
     width: int
-    steps: int
     guidance_scale: float
     seed: object
     latents: torch.Tensor | None
@@ -34,6 +35,13 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_size(name: str, value, multiple: int = SIZE_MULTIPLE, alternative: str = "") -> None:
+    """An image side must be a positive multiple of the VAE's downscale factor; `alternative` adds what else is
+    allowed where the value is optional."""
+    if not _is_int(value) or value < multiple or value % multiple:
+        raise ValueError(f"{name}={value!r} is invalid; allowed: a positive multiple of {multiple}{alternative}")
+
+
 def check_options(opts: GenerationOptions, downscale: int, latent_channels: int, output_types: tuple[str, ...]
                   ) -> tuple[list[str], list[str]]:
     """Validate everything; return the prompts and one negative (or empty) prompt per prompt."""
@@ -44,12 +52,8 @@ def check_options(opts: GenerationOptions, downscale: int, latent_channels: int,
     if len(negatives) != len(prompts):
         raise ValueError(f"negative_prompt has {len(negatives)} entries but prompt has {len(prompts)}; "
                          "give one negative prompt, or one per prompt")
-    for name in ("height", "width"):
-        value = getattr(opts, name)
-        if not _is_int(value) or value < downscale or value % downscale:
-            raise ValueError(f"{name}={value!r} is invalid; allowed: a positive multiple of {downscale}")
-    if not _is_int(opts.steps) or opts.steps < 1:
-        raise ValueError(f"steps={opts.steps!r} is invalid; allowed: an integer >= 1")
+    check_size("height", opts.height, downscale)
+    check_size("width", opts.width, downscale)
     if not isinstance(opts.guidance_scale, (int, float)) or opts.guidance_scale < 0:
         raise ValueError(f"guidance_scale={opts.guidance_scale!r} is invalid; allowed: a number >= 0")
     if not _is_int(opts.num_images_per_prompt) or opts.num_images_per_prompt < 1:
@@ -66,43 +70,3 @@ def check_options(opts: GenerationOptions, downscale: int, latent_channels: int,
             raise ValueError(f"latents have shape {shape}; expected {expected} "
                              "(prompts * num_images_per_prompt, channels, height / 8, width / 8)")
     return prompts, negatives
-
-
-SAFETY_NAMES = (*PRESET_VALUES, "negative", *(f"sega-{level}" for level in SEGA_SAFETY_VALUES))
-
-
-@dataclass(frozen=True)
-class Safety:
-    hooks: list[GuidanceHook]
-    negative_prompt: str | None  # the negative-prompt baseline: the concept replaces the unconditional prompt
-
-
-def _allowed() -> str:
-    return f"None, {', '.join(SAFETY_NAMES)}, an sld.SLD or an sld.SEGA"
-
-
-def resolve_safety(safety, concept: str | None) -> Safety:
-    """None -> nothing; an SLD preset, "sega-<level>" or "negative" (the concept as negative prompt, the baseline
-    papers compare SLD with), or an sld.SLD / sld.SEGA -> a fresh hook (state is per call) using `concept` if given."""
-    if concept is not None and (not isinstance(concept, str) or not concept.strip()):
-        raise ValueError(f"concept={concept!r} is invalid; allowed: None (the paper's concept) or a non-empty string")
-    if safety is None:
-        if concept is not None:
-            raise ValueError("concept was given but safety=None; choose a preset or an sld.SLD to use the concept")
-        return Safety([], None)
-    if isinstance(safety, str) and safety not in SAFETY_NAMES:
-        raise ValueError(f"safety={safety!r} is unknown; allowed: {_allowed()}")
-    text = concept or DEFAULT_CONCEPT
-    if safety == "negative":
-        return Safety([], text)
-    if isinstance(safety, str) and safety.startswith("sega-"):
-        return Safety([sega_safety(safety.removeprefix("sega-"), text)], None)
-    if isinstance(safety, str):
-        return Safety([dataclasses.replace(preset(safety), concept=text)], None)
-    if isinstance(safety, SLD):
-        return Safety([dataclasses.replace(safety, concept=concept or safety.concept)], None)
-    if isinstance(safety, SEGA):
-        if concept is not None:
-            raise ValueError("concept applies to SLD presets; an sld.SEGA carries its own edit concepts")
-        return Safety([dataclasses.replace(safety)], None)
-    raise ValueError(f"safety={safety!r} is invalid; allowed: {_allowed()}")

@@ -15,10 +15,10 @@ from PIL import Image
 from models.loader import StableDiffusion
 from models.tokenizer import CLIPTokenizer
 from sampling.guidance import GuidanceHook, GuidedDenoiser
-from sampling.registry import get_hook
 from sampling.samplers import plan_sampling
 from sampling.schedule import alphas_cumprod, scaled_linear_betas
-from sld.options import GenerationOptions, check_options, resolve_safety
+from sld.hooks.resolve import Safety, guidance_hooks, resolve_safety
+from sld.options import GenerationOptions, check_options
 
 OUTPUT_TYPES = ("pil", "np", "latent")
 
@@ -52,22 +52,22 @@ class Pipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.model.unet.out[2].weight.device
+        return self.model.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.unet.out[2].weight.dtype
+        return self.model.dtype
 
     @torch.inference_mode()
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None, height: int = 512,
                  width: int = 512, steps: int = 50, guidance_scale: float = 7.5, sampler: str = "pndm",
                  spacing: str | None = None, eta: float = 0.0, seed: int | None = None,
                  latents: torch.Tensor | None = None, num_images_per_prompt: int = 1,
-                 safety: "str | GuidanceHook | None" = "medium", concept: str | None = None,
+                 safety: "str | GuidanceHook | Safety | None" = "medium", concept: str | None = None,
                  hooks: Sequence[GuidanceHook | str] = (), output_type: str = "pil",
                  callback: Callable[[int, int, torch.Tensor], None] | None = None, karras: bool = False
                  ) -> Output:
-        opts = GenerationOptions(prompt, negative_prompt, height, width, steps, guidance_scale, seed, latents,
+        opts = GenerationOptions(prompt, negative_prompt, height, width, guidance_scale, seed, latents,
                                  num_images_per_prompt, output_type)
         prompts, negatives = check_options(opts, self.vae.cfg.downscale, self.unet.cfg.in_channels, OUTPUT_TYPES)
         chosen = resolve_safety(safety, concept)
@@ -75,11 +75,7 @@ class Pipeline:
             if negative_prompt is not None:
                 raise ValueError("safety='negative' uses the concept as the negative prompt; leave negative_prompt=None")
             negatives = [chosen.negative_prompt] * len(prompts)
-        chain = chosen.hooks + [get_hook(hook)() if isinstance(hook, str) else hook for hook in hooks]
-        not_hooks = [hook for hook in chain if not isinstance(hook, GuidanceHook)]
-        if not_hooks:
-            raise ValueError(f"hooks entry {not_hooks[0]!r} is not a guidance hook; allowed: objects with name, "
-                             "concepts(), reset() and __call__(direction, inputs), or registered hook names")
+        chain = guidance_hooks([*chosen.hooks(), *hooks])
         plan = plan_sampling(sampler, steps, spacing, self.alphas_cumprod, eta=eta, karras=karras)
 
         concepts = list(dict.fromkeys(text for hook in chain for text in hook.concepts()))

@@ -21,10 +21,10 @@ from models.checkpoint import (
     CheckpointError,
     drop_training_buffers,
     format_keys,
-    read_checkpoint,
     read_weight_file,
     select_weights,
 )
+from models.loader import read_checkpoint
 
 LIGHTNING_MODULE = "pytorch_lightning.callbacks.model_checkpoint"
 UNET_KEYS = (

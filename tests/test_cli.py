@@ -18,11 +18,11 @@ from safetensors.torch import save_file
 
 from models.loader import random_weights
 from models.sd1 import SD1, TINY_SD1
-from sld.cli import build_parsers, main
-from sld.model_id import ModelId, full_hash, model_id
-from sld.records import PARAMETERS_KEY, RECORD_KEY, read_record
-from sld.runconfig import RunConfig, load_run_config, safety_setting
-from sld.safety import DEFAULT_CONCEPT, PRESET_VALUES, preset
+from sld.cli.config import RunConfig, load_run_config, safety_setting
+from sld.cli.main import build_parsers, main
+from sld.hooks.safety import DEFAULT_CONCEPT, PRESET_VALUES, preset
+from sld.io.model_id import ModelId, full_hash, model_id
+from sld.io.records import PARAMETERS_KEY, RECORD_KEY, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "2", "--height", "64", "--width", "64"]
@@ -378,7 +378,7 @@ def test_defaults_yaml_lists_every_key_with_its_default():
 @pytest.mark.parametrize("name", PRESET_VALUES)
 def test_preset_yaml_is_the_published_preset(name):
     run = load_run_config([str(REPO / f"configs/sld/{name}.yaml")], [], {})
-    assert run.sld.preset == name and safety_setting(run.sld) == preset(name)
+    assert run.sld.preset == name and safety_setting(run.sld).hook == preset(name)
     delta, scale, threshold, momentum, beta = PRESET_VALUES[name]
     assert (run.sld.warmup_steps, run.sld.guidance_scale, run.sld.threshold, run.sld.momentum_scale,
             run.sld.momentum_beta) == (delta, scale, threshold, momentum, beta)

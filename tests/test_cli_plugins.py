@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sld.cli import main
-from sld.records import PARAMETERS_KEY, read_record
+from sld.cli.main import main
+from sld.io.records import PARAMETERS_KEY, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "2", "--height", "64", "--width", "64", "--dtype", "float64", "--preset", "none"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sld.eval.config import I2PConfig, load_i2p_config
+from sld.cli.config import load_i2p_config
+from sld.eval.config import I2PConfig
 from sld.eval.prompts import COLUMNS, PromptRow, read_prompts, sample_prompts_path, select_prompts
 from sld.eval.workitems import initial_latents, plan_batches
 
@@ -153,9 +154,9 @@ def test_configs_load_and_bad_values_are_refused():
 
 def test_command_line_errors_are_one_line_with_status_2(tmp_path):
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "sld.eval", "generate", "--settings", "none,bogus", "--out",
+    result = subprocess.run([sys.executable, "-m", "sld", "i2p", "generate", "--settings", "none,bogus", "--out",
                              str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
-    assert result.stderr == "sld i2p: error: setting 'bogus' is unknown; allowed: none, weak, medium, strong, max, " \
+    assert result.stderr == "sld: error: setting 'bogus' is unknown; allowed: none, weak, medium, strong, max, " \
                             "negative, sega-medium, sega-strong, sega-max\n"
     assert not (tmp_path / "run").exists()

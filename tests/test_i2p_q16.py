@@ -13,10 +13,15 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from models.checkpoint import CheckpointError
-from sld.eval.__main__ import main
+from sld.cli.main import main as sld_main
 from sld.eval.clip_vision import VisionConfig, detect_config, load_vision_model, preprocess, vision_weights
 from sld.eval.q16 import Q16, load_prompt_embeddings
 from sld.eval.score import read_scores
+
+
+def main(argv: list[str]) -> int:
+    """`sld i2p ARGV` in process."""
+    return sld_main(["i2p", *argv])
 
 SIZE, PATCH, WIDTH, PROJECTION = 28, 14, 128, 32
 

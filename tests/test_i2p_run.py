@@ -18,14 +18,20 @@ import torch
 from PIL import Image
 
 import sld
-from sld.eval.__main__ import main
-from sld.eval.config import ScaleSection, load_i2p_config
+from sld.cli.config import load_i2p_config
+from sld.cli.main import main as sld_main
+from sld.eval.config import ScaleSection
 from sld.eval.generate import generate_batch, generate_shard, prepare, start_run
 from sld.eval.manifest import MANIFEST, PARTS, finished_entries, read_jsonl
 from sld.eval.prompts import read_prompts, sample_prompts_path
 from sld.eval.shard import Shard, check_scale, launch
 from sld.eval.workitems import plan_batches
-from sld.records import read_record
+from sld.io.records import read_record
+
+
+def main(argv: list[str]) -> int:
+    """`sld i2p ARGV` in process."""
+    return sld_main(["i2p", *argv])
 
 REPO = Path(__file__).resolve().parents[1]
 # rows 0 and 5 share guidance 7.0 (one batch of 4 images per setting), rows 6 and 9 are alone; rows 6 and 9 carry
@@ -53,7 +59,7 @@ def environment(tmp: Path) -> dict[str, str]:
 
 
 def generate_command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sld.eval", "generate", *RUN_ARGS, "--out", str(out), *extra]
+    return [sys.executable, "-m", "sld", "i2p", "generate", *RUN_ARGS, "--out", str(out), *extra]
 
 
 def generate(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -190,7 +196,7 @@ def read_jsonl_text(text: str) -> list[dict]:
 def test_report_and_score_errors_are_one_line(reference, capsys, tmp_path):
     run_dir, _ = reference
     assert main(["report", str(run_dir), "--classifiers", "nudenet"]) == 2
-    assert capsys.readouterr().err == (f"sld i2p: error: {IMAGES} of {IMAGES} images have no 'nudenet' score (first: "
+    assert capsys.readouterr().err == (f"sld: error: {IMAGES} of {IMAGES} images have no 'nudenet' score (first: "
                                        f"medium/00000-00); run 'sld i2p score {run_dir} --classifiers nudenet' first\n")
     assert main(["score", str(tmp_path), "--classifiers", "colour"]) == 2
     assert "is not an I2P run (no run.json)" in capsys.readouterr().err

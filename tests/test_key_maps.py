@@ -20,8 +20,9 @@ from diffusers.loaders.single_file_utils import (
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from models.checkpoint import CheckpointError, read_checkpoint
+from models.checkpoint import CheckpointError
 from models.diffusers_keys import text_encoder_to_compvis, unet_to_compvis, vae_to_compvis
+from models.loader import read_checkpoint
 
 
 def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:

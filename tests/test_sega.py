@@ -7,7 +7,7 @@ import sld
 from models.loader import build
 from models.sd1 import TINY_SD1
 from sld.pipeline import Pipeline
-from sld.sega import SEGA_SAFETY_VALUES, EditConcept, sega_safety
+from sld.hooks.sega import SEGA_SAFETY_VALUES, EditConcept, sega_safety
 from reference import float64_scheduler, reference_pipeline
 
 STEPS = 30

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 import sld
-from sld.cli import main
-from sld.grid import row_label_width
-from sld.records import RECORD_KEY, read_record
-from sld.sweep_grid import read_sweep
-from sld.sweep_tables import flatten_dotted
+from sld.cli.main import main
+from sld.cli.sweep.grid import read_sweep
+from sld.cli.sweep.tables import flatten_dotted
+from sld.io.image_grid import row_label_width
+from sld.io.records import RECORD_KEY, read_record
 
 PROMPTS = ["a photo of a cat", "a red house"]
 PRESETS = ["none", "max", "sega-max", "negative"]

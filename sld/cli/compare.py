@@ -10,22 +10,22 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from sld.flags import PRESET_CHOICES
-from sld.grid import labelled_grid
-from sld.records import grid_name, is_done, safety_record, save_png
-from sld.runconfig import SLD_VALUES, NegativePrompt, RunConfig, SafetySetting, SLDSection, safety_setting
-from sld.runtime import generate_image, prepare_output_dir, progress, start_session
-from sld.safety import PRESET_VALUES
+from sld.cli.config import RunConfig, SLDSection, safety_setting
+from sld.cli.session import generate_image, progress, start_session
+from sld.hooks.resolve import NO_SAFETY, SAFETY_NAMES, SETTING_NAMES, Safety
+from sld.hooks.safety import PRESET_VALUES, SLD_VALUES
+from sld.io.files import prepare_output_dir
+from sld.io.image_grid import labelled_grid
+from sld.io.records import grid_name, is_done, save_png
 
-SETTING_FORMAT = f"none, a safety setting ({', '.join(PRESET_CHOICES[1:])}) or SLD_PRESET:key=value[:key=value] " \
+SETTING_FORMAT = f"none, a safety setting ({', '.join(SAFETY_NAMES)}) or SLD_PRESET:key=value[:key=value] " \
                  f"with an SLD preset ({', '.join(PRESET_VALUES)}) and keys {', '.join(SLD_VALUES)}"
 
 
 @dataclass(frozen=True)
 class Setting:
-    label: str
-    preset: str
-    safety: SafetySetting
+    label: str  # the grid column's label
+    safety: Safety
 
 
 def _value(entry: str, item: str) -> tuple[str, float | int]:
@@ -44,12 +44,12 @@ def parse_setting(entry: str, concept: str | None) -> Setting:
     """`none` | `strong` | `sega-max` | `negative` | `strong:threshold=0.02:warmup_steps=5`; the concept applies to
     every setting but none."""
     name, *items = entry.split(":")
-    if name not in PRESET_CHOICES or (name not in PRESET_VALUES and items):
+    if name not in SETTING_NAMES or (name not in PRESET_VALUES and items):
         raise ValueError(f"compare setting {entry!r} is unknown; allowed: {SETTING_FORMAT}")
     if name == "none":
-        return Setting("none", "none", None)
+        return Setting("none", NO_SAFETY)
     values = dict(_value(entry, item) for item in items)
-    return Setting(" ".join([name, *items]), name, safety_setting(SLDSection(preset=name, concept=concept, **values)))
+    return Setting(" ".join([name, *items]), safety_setting(SLDSection(preset=name, concept=concept, **values)))
 
 
 def run_compare(run: RunConfig) -> int:
@@ -58,14 +58,14 @@ def run_compare(run: RunConfig) -> int:
     settings = [parse_setting(entry, run.sld.concept) for entry in run.compare.settings]
     if not settings:
         raise ValueError(f"--settings (compare.settings) is empty; allowed: a comma-separated list of {SETTING_FORMAT}")
-    if run.prompt.negative is not None and any(isinstance(s.safety, NegativePrompt) for s in settings):
+    if run.prompt.negative is not None and any(s.safety.negative_prompt is not None for s in settings):
         raise ValueError("compare setting 'negative' uses the concept as the negative prompt; allowed: no --negative "
                          "(prompt.negative) with it")
     out = prepare_output_dir(run.out)
     session = start_session(run)
     seeds = [run.sampler.seed + row for row in range(run.image.n)]
     record = {**session.record, "prompt": run.prompt.text, "seed": seeds[0], "seeds": seeds,
-              "cells": [{"label": s.label, "safety": safety_record(s.safety, s.preset)} for s in settings]}
+              "cells": [{"label": s.label, "safety": s.safety.record()} for s in settings]}
     path = out / grid_name(record)
     if is_done(path, record):
         print(f"sld: {path} already done", file=sys.stderr)

@@ -1,43 +1,30 @@
-"""The run configuration of the `sld` command: a dataclass schema (an omegaconf structured config).
+"""The configurations of the `sld` command, typed (omegaconf structured configs) and read by one loader: the run
+configuration of generate, compare and sweep (RunConfig, below) and the I2P configuration (sld/eval/config.py).
 
-Sources, later ones winning: the defaults below, each `--config` YAML file in order, dotlist overrides
-(`sld.threshold=0.02 sampler.steps=30`), then flags. configs/defaults.yaml lists every key with its default.
-The `plugins` modules are imported before any value is checked, so the samplers and hooks they register are
-known by name.
+Sources, later ones winning: the schema's defaults, each `--config` YAML file in order, dotlist overrides
+(`sld.threshold=0.02 sampler.steps=30`), then flags, each set through the schema's type checks.
+configs/defaults.yaml lists every run key with its default, configs/i2p.yaml every I2P key. A run's `plugins`
+modules are imported before any value is checked, so the samplers and hooks they register are known by name.
 """
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from models.detect import PREDICTIONS
 from sampling.guidance import GuidanceHook
+from sampling.parameterization import PREDICTIONS
 from sampling.registry import HOOKS, SAMPLERS, get_hook
-from sampling.samplers import Plan, plan_sampling
-from sampling.schedule import alphas_cumprod, scaled_linear_betas
-from sld.flags import DTYPE_NAMES, PRESET_CHOICES, SLD_CHOICES, describe
-from sld.plugins import import_plugins
-from sld.safety import DEFAULT_CONCEPT, PRESET_VALUES, SLD, preset
-from sld import yamlconfig
-from sld.sega import SEGA, sega_safety
-from sld.yamlconfig import config_error, merge
-
-SLD_VALUES = ("guidance_scale", "threshold", "warmup_steps", "momentum_scale", "momentum_beta")
-SIZE_MULTIPLE = 8  # the Stable Diffusion VAE's downscale factor
-MAX_SEED = 2**63 - 1
-TRAINING_SCHEDULE = alphas_cumprod(scaled_linear_betas())  # every SD 1.x / 2.x model's, as the pipeline uses
-
-
-@dataclass
-class ModelSection:
-    path: str = "toy"  # "toy" | "tiny" | a .safetensors/.ckpt file | a diffusers folder
-    dtype: str = "float32"
-    device: str = "cpu"
-    ema: bool = False  # use the EMA UNet weights of a CompVis training checkpoint
-    prediction: str | None = None  # None: detect | "epsilon" | "v"
+from sld.cli.flags import SLD_CHOICES, describe
+from sld.cli.plugins import import_plugins
+from sld.cli.yamlconfig import config_error, merge, parse_dotlist, read_yaml
+from sld.eval.config import STRATEGIES, I2PConfig, sampler_section
+from sld.eval.prompts import check_categories
+from sld.hooks.resolve import NONE, SETTING_NAMES, Safety, guidance_hooks, resolve_safety
+from sld.hooks.safety import PRESET_VALUES, SLD_VALUES, preset
+from sld.options import MAX_SEED, check_size
+from sld.settings import DTYPE_NAMES, ModelSection, SamplerSection, sampling_plan
 
 
 @dataclass
@@ -45,17 +32,6 @@ class PromptSection:
     text: str | None = None
     file: str | None = None  # one prompt per line
     negative: str | None = None
-
-
-@dataclass
-class SamplerSection:
-    name: str = "pndm"
-    spacing: str | None = None  # None: the sampler's default
-    steps: int = 50
-    cfg: float = 7.5
-    eta: float = 0.0  # samplers that take it: ddim, ddpm
-    karras: bool = False  # Karras sigmas, for the samplers that support them
-    seed: int = 0  # image k of a run uses seed + k
 
 
 @dataclass
@@ -100,67 +76,59 @@ class RunConfig:
     out: str = "outputs"
 
 
-@dataclass(frozen=True)
-class NegativePrompt:
-    """The negative-prompt baseline: the concept replaces the unconditional prompt (pipeline safety="negative")."""
-
-    concept: str
-
-
-SafetySetting = SLD | SEGA | NegativePrompt | None
-
-
-def _config_error(source: str, error: OmegaConfBaseException) -> ValueError:
-    return config_error(source, error, RunConfig)
-
-
-def _merge(config, other, source: str):
-    return merge(config, other, source, RunConfig)
-
-
-def read_yaml(path: str) -> DictConfig:
-    return yamlconfig.read_yaml(path, RunConfig)
-
-
-def parse_dotlist(overrides: list[str]) -> DictConfig:
-    return yamlconfig.parse_dotlist(overrides, RunConfig)
-
-
-def merge_run_config(files: list[tuple[str, DictConfig]], overrides: list[str], flags: dict[str, object]
-                     ) -> DictConfig:
+def merged_config(schema: type, files: list[tuple[str, DictConfig]], overrides: list[str],
+                  flags: dict[str, object]) -> DictConfig:
     """Defaults <- each (path, YAML) in order <- dotlist overrides <- flags (dotted key -> value), unchecked."""
-    config = OmegaConf.structured(RunConfig)
+    config = OmegaConf.structured(schema)
     for path, loaded in files:
-        config = _merge(config, loaded, f"config file {path!r}")
-    config = _merge(config, parse_dotlist(overrides), "overrides")
+        config = merge(config, loaded, f"config file {path!r}", schema)
+    config = merge(config, parse_dotlist(overrides, schema), "overrides", schema)
     for key, value in flags.items():
-        set_key(config, key, value, describe(key))
+        set_key(config, key, value, describe(key), schema)
     return config
 
 
-def set_key(config: DictConfig, key: str, value, source: str) -> None:
+def config_object(config: DictConfig, schema: type):
+    """The dataclass instance of merged sources, or one line naming the bad key."""
+    try:
+        return OmegaConf.to_object(config)
+    except OmegaConfBaseException as error:
+        raise config_error("config", error, schema) from None
+
+
+def set_key(config: DictConfig, key: str, value, source: str, schema: type = None) -> None:
     """config[key] = value with the schema's type checks; errors name `source`."""
     try:
         OmegaConf.update(config, key, value, merge=False)
     except OmegaConfBaseException as error:
-        raise _config_error(source, error) from None
+        raise config_error(source, error, schema or RunConfig) from None
 
 
 def run_config_of(config: DictConfig) -> RunConfig:
     """The RunConfig of merged sources, its plug-ins imported, every value checked."""
-    try:
-        run = OmegaConf.to_object(config)
-    except OmegaConfBaseException as error:
-        raise _config_error("config", error) from None
+    run = config_object(config, RunConfig)
     import_plugins(run.plugins)
     check_run_config(run)
     return run
 
 
+def merge_run_config(files: list[tuple[str, DictConfig]], overrides: list[str], flags: dict[str, object]
+                     ) -> DictConfig:
+    return merged_config(RunConfig, files, overrides, flags)
+
+
 def load_run_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> RunConfig:
     """Defaults <- YAML files <- dotlist overrides <- flags (a dict from dotted key to value); validated."""
-    files = [(path, read_yaml(path)) for path in config_files]
+    files = [(path, read_yaml(path, RunConfig)) for path in config_files]
     return run_config_of(merge_run_config(files, overrides, flags))
+
+
+def load_i2p_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> I2PConfig:
+    """Defaults <- YAML files <- dotlist overrides <- flags (dotted key -> value); validated."""
+    files = [(path, read_yaml(path, I2PConfig)) for path in config_files]
+    run = config_object(merged_config(I2PConfig, files, overrides, flags), I2PConfig)
+    check_i2p_config(run)
+    return run
 
 
 def _check_choice(key: str, value, allowed) -> None:
@@ -168,16 +136,16 @@ def _check_choice(key: str, value, allowed) -> None:
         raise ValueError(f"{describe(key)}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")
 
 
-def _check_size(key: str, value: int | None) -> None:
-    if value is not None and (value < SIZE_MULTIPLE or value % SIZE_MULTIPLE):
-        raise ValueError(f"{describe(key)}={value} is invalid; allowed: a positive multiple of {SIZE_MULTIPLE}")
+def _check_size(key: str, value: int | None, alternative: str = "") -> None:
+    if value is not None:
+        check_size(describe(key), value, alternative=alternative)
 
 
 def check_run_config(run: RunConfig) -> None:
     """Every value the command uses, before any model work: ValueError naming the setting and what is allowed."""
     _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
     _check_choice("model.prediction", run.model.prediction, (None, *PREDICTIONS))
-    _check_choice("sld.preset", run.sld.preset, PRESET_CHOICES)
+    _check_choice("sld.preset", run.sld.preset, SETTING_NAMES)
     _check_choice("sampler.name", run.sampler.name, SAMPLERS)
     sampling_plan(run.sampler)
     if run.sampler.cfg < 0:
@@ -188,48 +156,30 @@ def check_run_config(run: RunConfig) -> None:
     _check_size("image.width", run.image.width)
     if run.image.n < 1:
         raise ValueError(f"{describe('image.n')}={run.image.n} is invalid; allowed: an integer >= 1")
-    if isinstance(safety_setting(run.sld), NegativePrompt) and run.prompt.negative is not None:
+    if safety_setting(run.sld).negative_prompt is not None and run.prompt.negative is not None:
         raise ValueError(f"{describe('prompt.negative')} cannot be combined with {describe('sld.preset')}='negative', "
                          "which uses the concept as the negative prompt; allowed: one of the two")
     hook_chain(run.hooks)
 
 
-def sampling_plan(section: SamplerSection) -> Plan:
-    """The checked sampler with its placed schedule (the timesteps it visits), without any model."""
-    return plan_sampling(section.name, section.steps, section.spacing, TRAINING_SCHEDULE, eta=section.eta,
-                         karras=section.karras)
-
-
-def spacing_of(section: SamplerSection, plan: Plan) -> str:
-    """The spacing a run uses: the configured one, else the sampler's default."""
-    return section.spacing or plan.sampler.family.spacings[0]
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return getattr(torch, name)
-
-
-def safety_setting(section: SLDSection) -> SafetySetting:
+def safety_setting(section: SLDSection) -> Safety:
     """The exact safety setting the section asks for: an SLD preset with any values replaced, a SEGA safety preset
-    or the negative-prompt baseline (each with the section's concept, else the paper's), or None for "none"."""
+    or the negative-prompt baseline (each with the section's concept, else the paper's), or none."""
     given = {key: getattr(section, key) for key in SLD_VALUES if getattr(section, key) is not None}
-    if section.preset == "none":
+    if section.preset == NONE:
         if given or section.concept is not None:
             first = next(iter(given), "concept")
             raise ValueError(f"{describe('sld.' + first)} is set but {describe('sld.preset')} is 'none'; "
-                             f"allowed: choose a setting to start from ({', '.join(PRESET_CHOICES[1:])})")
-        return None
+                             f"allowed: choose a setting to start from ({', '.join(SETTING_NAMES[1:])})")
+        return resolve_safety(None)
     if section.preset in PRESET_VALUES:
-        concept = {"concept": section.concept} if section.concept is not None else {}
-        return dataclasses.replace(preset(section.preset), **given, **concept)
+        return resolve_safety(dataclasses.replace(preset(section.preset), **given), section.concept,
+                              label=section.preset)
     if given:
         raise ValueError(f"{describe('sld.' + next(iter(given)))} applies to SLD presets only, but "
                          f"{describe('sld.preset')} is {section.preset!r}; allowed: an SLD preset "
                          f"({', '.join(PRESET_VALUES)}) with these values, or {section.preset!r} without them")
-    concept = section.concept or DEFAULT_CONCEPT
-    if section.preset == "negative":
-        return NegativePrompt(concept)
-    return sega_safety(section.preset.removeprefix("sega-"), concept)
+    return resolve_safety(section.preset, section.concept)
 
 
 def hook_chain(section: HooksSection) -> list[GuidanceHook]:
@@ -247,7 +197,37 @@ def _build_hook(name: str, args: dict[str, Any]) -> GuidanceHook:
         hook = get_hook(name)(**args)
     except (TypeError, ValueError) as error:
         raise ValueError(f"hook {name!r} cannot be built from hooks.args.{name}={args}: {error}") from None
-    if not isinstance(hook, GuidanceHook):
-        raise ValueError(f"hook {name!r} built {hook!r}; allowed: a guidance hook (name, concepts(), reset(), "
-                         "__call__(direction, inputs))")
-    return hook
+    [checked] = guidance_hooks([hook])
+    return checked
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{describe(key)}={value!r} is invalid; allowed: an integer >= {low}")
+
+
+def _check_settings(settings: list[str]) -> None:
+    if not settings:
+        raise ValueError(f"{describe('settings')} is empty; allowed: one or more of {', '.join(SETTING_NAMES)}")
+    for name in settings:
+        if name not in SETTING_NAMES:
+            raise ValueError(f"setting {name!r} is unknown; allowed: {', '.join(SETTING_NAMES)}")
+    if len(set(settings)) != len(settings):
+        raise ValueError(f"{describe('settings')} {settings} name a setting twice; allowed: each at most once")
+
+
+def check_i2p_config(run: I2PConfig) -> None:
+    """Every value `sld i2p generate` uses, before any model work: ValueError naming the key and what is allowed."""
+    _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
+    check_categories(run.prompts.categories)
+    if run.prompts.sample is not None:
+        _at_least("prompts.sample", run.prompts.sample, 1)
+    sampling_plan(sampler_section(run.sampler))
+    _at_least("images.per_prompt", run.images.per_prompt, 1)
+    _at_least("images.batch_size", run.images.batch_size, 1)
+    for key in ("height", "width"):
+        _check_size("images." + key, getattr(run.images, key), f", or null for each row's sd_image_{key}")
+    _check_settings(run.settings)
+    _at_least("scale.devices", run.scale.devices, 1)
+    _at_least("scale.num_nodes", run.scale.num_nodes, 1)
+    _check_choice("scale.strategy", run.scale.strategy, STRATEGIES)

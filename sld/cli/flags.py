@@ -1,24 +1,36 @@
-"""The `sld` command-line flags: each one sets exactly one key of the run configuration (sld/runconfig.py).
+"""Every flag of the `sld` command, once: each sets exactly one key of a configuration (sld/cli/config.py), the run
+configuration of generate, compare and sweep (FLAGS) or the I2P configuration of `sld i2p generate` (I2P_FLAGS).
 
 One table keeps flags and YAML consistent: `--steps 30` and `sampler.steps=30` set the same value, and error
-messages name both spellings.
+messages name both spellings (`describe`). A key both configurations have is set by the same flag in both.
 """
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sampling.builtins import BUILTINS
+from sampling.registry import SAMPLERS
 from sampling.schedule import SPACINGS
-from sld.options import SAFETY_NAMES
-from sld.safety import PRESET_VALUES
+from sld.eval.config import STRATEGIES
+from sld.eval.prompts import CATEGORIES
+from sld.hooks.resolve import SETTING_NAMES
+from sld.hooks.safety import PRESET_VALUES
+from sld.settings import DTYPE_NAMES
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
-PRESET_CHOICES = ("none", *SAFETY_NAMES)  # every safety setting: SLD presets, the negative-prompt baseline, SEGA
 SLD_CHOICES = ("none", *PRESET_VALUES)  # what the SLD-only values (--sld-*) start from
 BUILTIN_SAMPLERS = ", ".join(name for name, *_ in BUILTINS)
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")
 
 
 def comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a yes/no value; allowed: true, false")
+    return word in TRUE_WORDS
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ FLAGS = (
     Flag("--prompt-file", "prompt.file", "FILE", "UTF-8 text, one prompt per line (blank and # lines skipped)"),
     Flag("--negative", "prompt.negative", "TEXT", "negative prompt (replaces the unconditional prompt)"),
     Flag("--preset", "sld.preset", "NAME", "safety setting: none, an SLD preset, negative (the concept as negative "
-         "prompt) or SEGA with the concept as its one 'away' edit", choices=PRESET_CHOICES),
+         "prompt) or SEGA with the concept as its one 'away' edit", choices=SETTING_NAMES),
     Flag("--concept", "sld.concept", "TEXT", "safety concept of SLD, SEGA or the negative baseline (default: the "
          "paper's)"),
     Flag("--sld-guidance-scale", "sld.guidance_scale", "S_S", "SLD guidance scale s_S", float),
@@ -69,13 +81,50 @@ FLAGS = (
     Flag("--out", "out", "DIR", "output directory"),
 )
 
-FLAG_BY_NAME = {flag.name: flag for flag in FLAGS}
-FLAG_BY_KEY = {flag.key: flag for flag in FLAGS}
 _COMMON = ("--model", "--prompt", "--negative", "--concept", "--sampler", "--spacing", "--steps", "--cfg", "--seed",
            "--n", "--height", "--width", "--dtype", "--device", "--out", "--hook", "--plugin")
 _GENERATE = _COMMON + ("--prompt-file", "--preset", "--sld-guidance-scale", "--sld-threshold", "--sld-warmup-steps",
                        "--sld-momentum-scale", "--sld-momentum-beta")
 COMMAND_FLAGS = {"generate": _GENERATE, "compare": _COMMON + ("--settings",), "sweep": _GENERATE}
+
+I2P_FLAGS = (
+    Flag("--model", "model.path", "PATH", "'toy', 'tiny' (random weights), a .safetensors/.ckpt file or a diffusers folder"),
+    Flag("--dtype", "model.dtype", "NAME", "dtype to compute in", choices=DTYPE_NAMES),
+    Flag("--device", "model.device", "NAME", "device type every process uses: cpu, cuda, mps (one process: also "
+         "cuda:N)"),
+    Flag("--prompts", "prompts.file", "FILE", "the I2P table, CSV or parquet (default: the shipped benign sample)"),
+    Flag("--categories", "prompts.categories", "LIST", f"comma-separated categories to keep: {', '.join(CATEGORIES)}",
+         comma_list),
+    Flag("--hard", "prompts.hard", "BOOL", "keep only hard (true) or only not hard (false) prompts", yes_no),
+    Flag("--sample", "prompts.sample", "N", "a random sample of N prompts (after the filters)", int),
+    Flag("--sample-seed", "prompts.sample_seed", "N", "seed of the prompt sample", int),
+    Flag("--settings", "settings", "LIST", f"comma-separated settings: {', '.join(SETTING_NAMES)}", comma_list),
+    Flag("--images-per-prompt", "images.per_prompt", "N", "images per prompt (the paper: 10)", int),
+    Flag("--height", "images.height", "PX", "image height for every prompt (default: each row's)", int),
+    Flag("--width", "images.width", "PX", "image width for every prompt (default: each row's)", int),
+    Flag("--batch-size", "images.batch_size", "N", "images per UNet call (fixed for a run)", int),
+    Flag("--sampler", "sampler.name", "NAME", "sampler", choices=SAMPLERS),
+    Flag("--steps", "sampler.steps", "N", "sampling steps", int),
+    Flag("--devices", "scale.devices", "N", "processes (devices) per node; above 1 runs on Lightning Fabric", int),
+    Flag("--num-nodes", "scale.num_nodes", "N", "nodes; above 1 runs on Lightning Fabric", int),
+    Flag("--strategy", "scale.strategy", "NAME", "Lightning strategy", choices=STRATEGIES),
+    Flag("--out", "out", "DIR", "run directory (created; rerun to continue)"),
+)
+FLAG_BY_KEY = {flag.key: flag for flag in (*FLAGS, *I2P_FLAGS)}  # a key both configurations have: the same flag
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...], defaults: object,
+              show_empty_defaults: bool = False) -> None:
+    """One argparse option per flag, storing into its dotted key (nothing when not given); the help names the key
+    and the default read from `defaults` (a configuration instance)."""
+    for flag in flags:
+        section, _, key = flag.key.rpartition(".")
+        default = getattr(getattr(defaults, section) if section else defaults, key)
+        hidden = default in (None, []) and not show_empty_defaults
+        shown = flag.key + ("" if hidden else f"; default: {default}")
+        parser.add_argument(flag.name, dest=flag.key, metavar=None if flag.choices else flag.metavar, type=flag.type,
+                            choices=flag.choices or None, default=argparse.SUPPRESS, help=f"{flag.help} [{shown}]",
+                            action="append" if flag.repeat else "store")
 
 
 def describe(key: str) -> str:

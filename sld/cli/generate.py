@@ -10,9 +10,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sld.records import image_name, is_done, safety_fields, save_png
-from sld.runconfig import PromptSection, RunConfig, SafetySetting, safety_setting
-from sld.runtime import generate_image, prepare_output_dir, progress, start_session
+from sld.cli.config import PromptSection, RunConfig, safety_setting
+from sld.cli.session import generate_image, progress, start_session
+from sld.hooks.resolve import Safety
+from sld.io.files import prepare_output_dir
+from sld.io.records import image_name, is_done, save_png
 
 PROMPT_FILE_FORMAT = "a UTF-8 text file with one prompt per line (blank lines and lines starting with # skipped)"
 
@@ -48,10 +50,10 @@ def plan_images(prompts: list[str], per_prompt: int, base_seed: int) -> list[Ima
             for p, prompt in enumerate(prompts) for j in range(per_prompt)]
 
 
-def image_record(shared: dict, job: ImageJob, safety: SafetySetting, preset: str) -> dict:
+def image_record(shared: dict, job: ImageJob, safety: Safety) -> dict:
     """The record of one image: what the run shares, the image's prompt and seed, the exact safety setting."""
     return {**shared, "prompt": job.prompt, "prompt_index": job.prompt_index, "image_index": job.image_index,
-            "seed": job.seed, **safety_fields(safety, preset)}
+            "seed": job.seed, **safety.record_fields()}
 
 
 def run_generate(run: RunConfig) -> int:
@@ -59,7 +61,7 @@ def run_generate(run: RunConfig) -> int:
     out = prepare_output_dir(run.out)
     safety = safety_setting(run.sld)
     session = start_session(run)
-    records = [(job, image_record(session.record, job, safety, run.sld.preset))
+    records = [(job, image_record(session.record, job, safety))
                for job in plan_images(prompts, run.image.n, run.sampler.seed)]
     jobs = [(job, record, out / image_name(record)) for job, record in records]
     pending = [(job, record, path) for job, record, path in jobs if not is_done(path, record)]

@@ -1,4 +1,4 @@
-"""`sld i2p generate | score | report` (also `python -m sld.eval generate | score | report`): the I2P benchmark.
+"""`sld i2p generate | score | report`: the I2P benchmark (the library half: sld/eval/).
 
     sld i2p generate --config configs/i2p.yaml --model sd-v1-4.ckpt --prompts i2p.csv --out runs/sd14
     sld i2p generate --config configs/i2p.yaml --model sd-v1-4.ckpt --prompts i2p.csv --out runs/sd14 \\
@@ -7,14 +7,14 @@
     sld i2p report runs/sd14
 
 Mounted in the main command by `add_i2p_parser(subparsers)` and `run_i2p(args)`; bad input raises ValueError,
-which both entry points print as one line on stderr with exit status 2.
+which the command prints as one line on stderr with exit status 2.
 """
 import argparse
 
+from sld.cli.config import load_i2p_config
+from sld.cli.flags import I2P_FLAGS, add_flags, comma_list
 from sld.eval.classifiers import CLASSIFIERS, ClassifierOptions
-from sld.eval.config import I2PConfig, load_i2p_config
-from sld.eval.flags import GENERATE_FLAGS
-from sld.flags import comma_list
+from sld.eval.config import I2PConfig
 
 DESCRIPTIONS = {
     "generate": "Generate every image of the I2P prompts under each setting; resumable, shardable with Lightning.",
@@ -24,13 +24,7 @@ DESCRIPTIONS = {
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
-    defaults = I2PConfig()
-    for flag in GENERATE_FLAGS:
-        section, _, key = flag.key.rpartition(".")
-        default = getattr(getattr(defaults, section) if section else defaults, key)
-        parser.add_argument(flag.name, dest=flag.key, metavar=None if flag.choices else flag.metavar, type=flag.type,
-                            choices=flag.choices or None, default=argparse.SUPPRESS,
-                            help=f"{flag.help} [{flag.key}; default: {default}]")
+    add_flags(parser, I2P_FLAGS, I2PConfig(), show_empty_defaults=True)
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="YAML configuration (configs/i2p.yaml lists every key); repeat to merge, later wins")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -66,18 +60,13 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="folder for report.md/.csv/.png [default: RUN_DIR/report]")
 
 
-def add_i2p_commands(parser: argparse.ArgumentParser) -> None:
-    """generate, score and report as subcommands of `parser`."""
+def add_i2p_parser(subparsers) -> argparse.ArgumentParser:
+    """Mount `i2p` with its generate, score and report subcommands on the main command's subparsers."""
+    text = "The I2P benchmark: generate, score and report (Schramowski et al., CVPR 2023, Sec. 4)."
+    parser = subparsers.add_parser("i2p", help=text, description=text)
     commands = parser.add_subparsers(dest="i2p_command", required=True, metavar="{generate,score,report}")
     for name, add in (("generate", _add_generate), ("score", _add_score), ("report", _add_report)):
         add(commands.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name]))
-
-
-def add_i2p_parser(subparsers) -> argparse.ArgumentParser:
-    """Mount `i2p` on the main command's subparsers; returns its parser."""
-    text = "The I2P benchmark: generate, score and report (Schramowski et al., CVPR 2023, Sec. 4)."
-    parser = subparsers.add_parser("i2p", help=text, description=text)
-    add_i2p_commands(parser)
     return parser
 
 
@@ -87,7 +76,7 @@ def run_i2p(args: argparse.Namespace) -> int:
     if command == "generate":
         from sld.eval.generate import run_generate
 
-        flags = {flag.key: values[flag.key] for flag in GENERATE_FLAGS if flag.key in values}
+        flags = {flag.key: values[flag.key] for flag in I2P_FLAGS if flag.key in values}
         return run_generate(load_i2p_config(values["config"], values["overrides"], flags))
     if command == "score":
         from sld.eval.score import run_score

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import EMA_PREFIX, read_checkpoint
+from models.checkpoint import EMA_PREFIX
 from models.detect import FAMILIES, UNET, VAE
 from models.diffusers_keys import scheduler_prediction
-from models.loader import prepare_state_dict, random_weights
+from models.loader import prepare_state_dict, random_weights, read_checkpoint
 from models.sd1 import TINY_SD1
 from sld.api import BUILT_IN, TINY, TOY, checkpoint_path
 

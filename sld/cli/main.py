@@ -16,14 +16,14 @@ import re
 import sys
 
 from sld import __version__
-from sld.compare import run_compare
-from sld.eval.cli import add_i2p_parser, run_i2p
-from sld.flags import COMMAND_FLAGS, FLAGS
-from sld.generate import run_generate
-from sld.info import run_info
-from sld.runconfig import RunConfig, load_run_config
-from sld.sweep import run_sweep
-from sld.toy import cli as toy_cli
+from sld.cli import toy_eval
+from sld.cli.compare import run_compare
+from sld.cli.config import RunConfig, load_run_config
+from sld.cli.flags import COMMAND_FLAGS, FLAGS, add_flags
+from sld.cli.generate import run_generate
+from sld.cli.i2p import add_i2p_parser, run_i2p
+from sld.cli.info import run_info
+from sld.cli.sweep import run_sweep
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -33,7 +33,7 @@ DESCRIPTIONS = {
     "sweep": "A grid over sampler, safety and hook values (the config's sweep: mapping) for every prompt and seed: "
              "images with records, one contact sheet per prompt, runs.csv and telemetry.csv.",
     "info": "Family, prediction type, dtype, parameter counts and EMA of a checkpoint, without building it.",
-    "toy-eval": toy_cli.DESCRIPTION,
+    "toy-eval": toy_eval.DESCRIPTION,
 }
 
 
@@ -47,14 +47,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    defaults = RunConfig()
-    for flag in (flag for flag in FLAGS if flag.name in COMMAND_FLAGS[command]):
-        section, _, key = flag.key.rpartition(".")
-        default = getattr(getattr(defaults, section) if section else defaults, key)
-        shown = f"{flag.key}" + ("" if default in (None, []) else f"; default: {default}")
-        parser.add_argument(flag.name, dest=flag.key, metavar=None if flag.choices else flag.metavar, type=flag.type,
-                            choices=flag.choices or None, default=argparse.SUPPRESS, help=f"{flag.help} [{shown}]",
-                            action="append" if flag.repeat else "store")
+    add_flags(parser, tuple(flag for flag in FLAGS if flag.name in COMMAND_FLAGS[command]), RunConfig())
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="YAML run configuration; repeat to merge several, later files win")
     example = "sweep.sld.threshold=[0.0,0.01] (a swept key's values) or " if command == "sweep" else ""
@@ -72,7 +65,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     for command in ("generate", "compare", "sweep"):
         _add_run_arguments(parsers[command], command)
     parsers["info"].add_argument("path", help="a .safetensors/.ckpt file, a diffusers folder, 'toy' or 'tiny'")
-    toy_cli.add_arguments(parsers["toy-eval"])
+    toy_eval.add_arguments(parsers["toy-eval"])
     return top, parsers
 
 
@@ -87,7 +80,7 @@ def run(argv: list[str]) -> int:
     if command == "info":
         return run_info(args["path"])
     if command == "toy-eval":
-        return toy_cli.run_toy_eval(args)
+        return toy_eval.run_toy_eval(args)
     config_files, overrides = args.pop("config"), args.pop("overrides")
     if command == "sweep":
         return run_sweep(config_files, overrides, args)

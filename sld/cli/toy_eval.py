@@ -1,4 +1,4 @@
-"""`sld toy-eval`: faithfulness and SLD's concept rate on the toy model (sld.toy.evaluate), as a markdown report."""
+"""`sld toy-eval`: faithfulness and SLD's concept rate on the toy model (sld/toy/evaluate.py), as a markdown report."""
 import argparse
 import dataclasses
 import json

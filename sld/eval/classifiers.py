@@ -12,30 +12,17 @@ A plug-in is any class with `name`, `signature()` (what determines its verdicts:
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from PIL import Image
+
+from sld.eval.verdict import Classifier, Verdict
 
 NUDENET_INSTALL = "pip install nudenet (AGPL-3.0; its detector ships inside the package)"
 # NudeNet 3 classes that count as nudity: exposed genitalia, female breasts, buttocks, anus (covered parts, faces,
 # feet, belly, armpits and male breasts do not)
 EXPOSED_CLASSES = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "BUTTOCKS_EXPOSED",
                    "ANUS_EXPOSED")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    score: float
-    flag: bool
-
-
-class Classifier(Protocol):
-    name: str
-
-    def signature(self) -> dict: ...
-
-    def classify(self, paths: list[Path]) -> list[Verdict]: ...
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,19 @@ import torch
 from tqdm import tqdm
 
 from sld import __version__
-from sld.api import check_model_path
+from sld.api import check_model_path, load_pipeline
 from sld.eval.config import I2PConfig, sampler_section
 from sld.eval.manifest import (MANIFEST, PROMPTS_FILE, RUN_FILE, append_lines, jsonl_text, merge_manifests,
-                               open_for_append, part_path, read_jsonl, remove_temporaries, write_atomic)
+                               open_for_append, part_path, read_jsonl, remove_temporaries)
 from sld.eval.prompts import FULL_DATASET_ROWS, PromptRow, read_prompts, sample_prompts_path, select_prompts
 from sld.eval.shard import Shard, check_scale, launch
 from sld.eval.workitems import Batch, WorkItem, initial_latents, plan_batches
-from sld.model_id import ModelId, model_id
+from sld.hooks.resolve import resolve_safety
+from sld.io.files import prepare_output_dir, write_atomic
+from sld.io.model_id import ModelId, model_id
+from sld.io.records import canonical, generation_record, is_done, save_png
 from sld.pipeline import Pipeline
-from sld.records import canonical, generation_record, is_done, safety_fields, save_png
-from sld.runconfig import RunConfig, SafetySetting, SLDSection, safety_setting, sampling_plan, spacing_of
-from sld.runtime import load_pipeline, pipeline_safety, prepare_output_dir
+from sld.settings import sampling_plan, spacing_of
 
 
 @dataclass(frozen=True)
@@ -135,21 +136,16 @@ class Recorder:
 
     def record(self, item: WorkItem, batch: Batch) -> dict:
         row, cfg = item.row, self.pipe.model.cfg
-        sampler = sampler_section(self.plan.config.sampler, row.guidance, row.seed)
-        run = RunConfig(model=self.model_section, sampler=sampler)
-        base = generation_record(run, self.plan.model, cfg.family, cfg.prediction, self.spacing, self.timesteps,
-                                 item.height, item.width)
+        base = generation_record(model=self.model_section, model_id=self.plan.model, family=cfg.family,
+                                 prediction=cfg.prediction,
+                                 sampler=sampler_section(self.plan.config.sampler, row.guidance, row.seed),
+                                 spacing=self.spacing, timesteps=self.timesteps, height=item.height, width=item.width,
+                                 negative_prompt=None, hooks=[])
         return canonical({**base, "prompt": row.prompt, "prompt_index": row.index, "image_index": item.image,
-                          "seed": row.seed, **safety_fields(setting_of(item.setting), item.setting),
+                          "seed": row.seed, **resolve_safety(item.setting).record_fields(),
                           "i2p": {"id": item.id, "setting": item.setting, "categories": list(row.categories),
                                   "images_per_prompt": self.plan.config.images.per_prompt,
                                   "batch": [member.id for member in batch]}})
-
-
-def setting_of(name: str) -> SafetySetting:
-    """A setting name as the main command reads `--preset`: an SLD preset, a SEGA preset, the negative-prompt
-    baseline (each with the paper's concept), or None for "none"."""
-    return safety_setting(SLDSection(preset=name))
 
 
 def generate_batch(config: I2PConfig, pipe: Pipeline, batch: Batch) -> list:
@@ -160,7 +156,7 @@ def generate_batch(config: I2PConfig, pipe: Pipeline, batch: Batch) -> list:
     return pipe([item.row.prompt for item in batch], height=first.height, width=first.width, steps=sampler.steps,
                 guidance_scale=first.row.guidance, sampler=sampler.name, spacing=sampler.spacing, eta=sampler.eta,
                 karras=sampler.karras, seed=first.row.seed, latents=latents,
-                **pipeline_safety(setting_of(first.setting))).images
+                safety=resolve_safety(first.setting)).images
 
 
 def manifest_entry(item: WorkItem) -> dict:

@@ -14,24 +14,12 @@ import os
 from pathlib import Path
 from typing import IO
 
+from sld.io.files import write_atomic
+
 MANIFEST = "manifest.jsonl"
 PARTS = "manifest.parts"
 RUN_FILE = "run.json"
 PROMPTS_FILE = "prompts.jsonl"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name beside `path`, flush to disk, then rename into place."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def jsonl_text(entries: list[dict]) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from sld.runconfig import MAX_SEED
+from sld.options import MAX_SEED
 
 COLUMNS = ("prompt", "categories", "hard", "inappropriate_percentage", "nudity_percentage", "q16_percentage",
            "sd_safety_percentage", "prompt_toxicity", "lexica_url", "sd_seed", "sd_guidance_scale", "sd_image_width",

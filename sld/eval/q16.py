@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, read_weight_file
-from sld.eval.classifiers import Verdict
+from sld.api import check_device
 from sld.eval.clip_vision import load_vision_model, preprocess, weight_file
-from sld.model_id import full_hash
-from sld.runtime import check_device
+from sld.eval.verdict import Verdict
+from sld.io.model_id import full_hash
 
 PICKLE_SUFFIXES = (".p", ".pkl", ".pickle")
 PROMPT_FORMATS = "the Q16 prompts.p (a pickled numpy array [2, 768]) or a .npy, .safetensors or .pt file holding it"

@@ -3,17 +3,19 @@ report.png (RUN_DIR/report/ unless --out) and printed. An image counts as inappr
 flags it. The paper's SD 1.4 numbers stand beside the run's when it covered the full I2P table.
 """
 import csv
+import io
 import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sld.eval.flags import SETTINGS
 from sld.eval.generate import uses_full_dataset
 from sld.eval.manifest import PROMPTS_FILE, RUN_FILE, check_run_dir, finished_entries, read_jsonl
 from sld.eval.metrics import OVERALL, GroupMetrics, PromptCounts, group_metrics, groups
 from sld.eval.prompts import FULL_DATASET_ROWS, PromptRow
 from sld.eval.score import read_scores, scored_classifiers
+from sld.hooks.resolve import SETTING_NAMES
+from sld.io.files import write_atomic
 
 # Probability of inappropriate content over all I2P prompts, SD 1.4 (the authors' model card for SLD)
 PAPER_SD14 = {"none": 0.39, "weak": 0.29, "medium": 0.19, "strong": 0.13, "max": 0.09}
@@ -73,7 +75,8 @@ def build_report(run_dir: Path, names: list[str], bootstrap: Bootstrap) -> list[
     rows = {row.index: row for row in map(PromptRow.from_json, read_jsonl(run_dir / PROMPTS_FILE))}
     full = uses_full_dataset(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
     report = []
-    for setting in sorted(counts, key=lambda name: SETTINGS.index(name) if name in SETTINGS else len(SETTINGS)):
+    for setting in sorted(counts, key=lambda name: SETTING_NAMES.index(name) if name in SETTING_NAMES
+                          else len(SETTING_NAMES)):
         by_row = counts[setting]
         for category, members in groups({row: rows[row].categories for row in by_row}).items():
             metrics = group_metrics([by_row[row] for row in members], bootstrap.sample_size, bootstrap.rounds,
@@ -89,10 +92,11 @@ def csv_rows(report: list[ReportRow]) -> list[dict]:
 
 
 def write_csv(report: list[ReportRow], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in csv_rows(report))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in csv_rows(report))
+    write_atomic(path, text.getvalue())
 
 
 def markdown(report: list[ReportRow], run_dir: Path, names: list[str], bootstrap: Bootstrap) -> str:
@@ -131,7 +135,7 @@ def run_report(run_dir: str, names: list[str] | None, bootstrap: Bootstrap, out:
     folder = Path(out) if out else run / "report"
     folder.mkdir(parents=True, exist_ok=True)
     text = markdown(report, run, names, bootstrap)
-    (folder / "report.md").write_text(text, encoding="utf-8")
+    write_atomic(folder / "report.md", text)
     write_csv(report, folder / "report.csv")
     print(text)
     try:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sld.eval.classifiers import Classifier, ClassifierOptions, Verdict, build_classifiers
-from sld.eval.manifest import append_lines, check_run_dir, finished_entries, open_for_append, read_jsonl, write_atomic
-from sld.records import canonical
+from sld.eval.classifiers import ClassifierOptions, build_classifiers
+from sld.eval.manifest import append_lines, check_run_dir, finished_entries, open_for_append, read_jsonl
+from sld.eval.verdict import Classifier, Verdict
+from sld.io.files import write_atomic
+from sld.io.records import canonical
 
 SCORES = "scores"
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sld.api import check_device
 from sld.eval.config import DEVICE_TYPES, ScaleSection
-from sld.runtime import check_device
 
 I2P_EXTRA = "pip install 'safe-latent-diffusion[i2p]' (or pip install lightning)"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from sld.eval.prompts import PromptRow
-from sld.runconfig import SIZE_MULTIPLE
+from sld.options import SIZE_MULTIPLE
 
 
 @dataclass(frozen=True)

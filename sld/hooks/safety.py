@@ -107,3 +107,5 @@ def preset(name: str) -> SLD:
 
 
 PRESETS = MappingProxyType({name: preset(name) for name in PRESET_VALUES})
+# the five tunable values of a preset, in the order records and the A1111 text list them
+SLD_VALUES = ("guidance_scale", "threshold", "warmup_steps", "momentum_scale", "momentum_beta")

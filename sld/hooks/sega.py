@@ -16,7 +16,7 @@ import torch
 
 from sampling.guidance import SPACES, GuidanceInputs
 from sampling.registry import register_hook
-from sld.safety import DEFAULT_CONCEPT
+from sld.hooks.safety import DEFAULT_CONCEPT
 
 DIRECTIONS = ("toward", "away")
 

@@ -1,4 +1,4 @@
-"""The AUTOMATIC1111 `parameters` text of a record (sld/records.py), which Stable Diffusion image tools read:
+"""The AUTOMATIC1111 `parameters` text of a record (sld/io/records.py), which Stable Diffusion image tools read:
 
     <prompt>
     Negative prompt: <negative>
@@ -11,8 +11,7 @@ prompt line). A concept other than the paper's is written out; registered hooks 
 import json
 from pathlib import Path
 
-from sld.runconfig import SLD_VALUES
-from sld.safety import DEFAULT_CONCEPT
+from sld.hooks.safety import DEFAULT_CONCEPT, SLD_VALUES
 
 # our name -> the name AUTOMATIC1111 gives the same sampler
 A1111_SAMPLERS = {"pndm": "PLMS", "ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
@@ -46,8 +45,8 @@ def _sega_fields(safety: dict) -> dict:
     return fields
 
 
-def safety_fields(safety: dict | None) -> dict:
-    """The infotext fields of an image's safety record (sld.records.safety_record)."""
+def safety_infotext(safety: dict | None) -> dict:
+    """The infotext fields of an image's safety record (sld.hooks.resolve.Safety.record)."""
     if safety is None:
         return {"SLD": "none"}
     if safety["method"] == "negative":
@@ -84,7 +83,7 @@ def parameters_text(record: dict) -> str:
     if "cells" in record:
         fields["SLD grid"] = " | ".join(cell["label"] for cell in record["cells"])
     else:
-        fields.update(safety_fields(record["safety"]))
+        fields.update(safety_infotext(record["safety"]))
     if record.get("hooks"):
         fields["Hooks"] = " ".join(_hook_text(hook) for hook in record["hooks"])
     fields["Version"] = f"sld {record['version']}"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from models.diffusers_keys import PART_CONVERTERS, weight_file
 from sld.api import TINY, TOY, checkpoint_path
+from sld.io.files import write_atomic
 
 SHORT_HASH = 10
 CHUNK = 1 << 24
@@ -60,13 +61,11 @@ def _read_cache(cache: Path) -> dict:
 
 def _write_cache(cache: Path, entries: dict) -> None:
     """Best effort and atomic: a cache that cannot be written only costs hashing again next time."""
-    temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(entries, indent=1))
-        os.replace(temporary, cache)
+        write_atomic(cache, json.dumps(entries, indent=1))
     except OSError:
-        temporary.unlink(missing_ok=True)
+        pass
 
 
 def full_hash(path: str | os.PathLike) -> str:

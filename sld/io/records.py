@@ -1,16 +1,16 @@
 """Generation records embedded in PNG files, written atomically.
 
 Every PNG carries two text chunks, and a sweep's images a third:
-    parameters     the AUTOMATIC1111 form that Stable Diffusion image tools read (sld/infotext.py):
+    parameters     the AUTOMATIC1111 form that Stable Diffusion image tools read (sld/io/infotext.py):
                    "<prompt>\\nNegative prompt: <negative>\\nSteps: 30, Sampler: PLMS, CFG scale: 7.5, Seed: 1,
                    Size: 512x512, Model hash: 1a2b3c4d5e, Model: v1-5-pruned-emaonly, ..."
     sld            JSON of the full record: every generation argument, the exact safety setting, hooks, model, version.
     sld_telemetry  JSON of the pipeline's telemetry (one entry per model evaluation); not part of the record.
-A file is written to a hidden temporary name in the same folder and renamed into place (os.replace), so an
-interrupted run never leaves a partial file; a finished file whose record matches is not recomputed.
+A file is written atomically (sld/io/files.py), so an interrupted run never leaves a partial file; a finished file
+whose record matches is not recomputed.
 """
-import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -20,10 +20,10 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from sld import __version__
-from sld.infotext import parameters_text
-from sld.model_id import ModelId
-from sld.runconfig import SLD_VALUES, NegativePrompt, RunConfig, SafetySetting
-from sld.sega import SEGA
+from sld.io.files import write_atomic
+from sld.io.infotext import parameters_text
+from sld.io.model_id import ModelId
+from sld.settings import ModelSection, SamplerSection
 
 RECORD_KEY = "sld"
 PARAMETERS_KEY = "parameters"
@@ -32,49 +32,28 @@ SLUG_LENGTH = 40
 DIGEST_LENGTH = 8
 
 
-def safety_record(hook: SafetySetting, preset: str) -> dict | None:
-    """The exact safety setting (None without one); `preset` names the configuration the values started from.
-    "method" tells them apart: "sld" (its five values), "sega" (every edit concept and the momentum) or "negative"."""
-    if hook is None:
-        return None
-    if isinstance(hook, NegativePrompt):
-        return {"method": "negative", "preset": preset, "concept": hook.concept}
-    if isinstance(hook, SEGA):
-        return {"method": "sega", "preset": preset, "edits": [dataclasses.asdict(edit) for edit in hook.edits],
-                "momentum_scale": hook.momentum_scale, "momentum_beta": hook.momentum_beta, "space": hook.space}
-    return {"method": "sld", "preset": preset, **{key: getattr(hook, key) for key in SLD_VALUES},
-            "concept": hook.concept, "space": hook.space}
-
-
-def safety_fields(hook: SafetySetting, preset: str) -> dict:
-    """The record fields a safety setting decides: `safety`, and for the negative baseline the negative prompt used."""
-    fields = {"safety": safety_record(hook, preset)}
-    if isinstance(hook, NegativePrompt):
-        fields["negative_prompt"] = hook.concept
-    return fields
-
-
-def generation_record(run: RunConfig, model: ModelId, family: str, prediction: str, spacing: str,
-                      schedule: list[float], height: int, width: int) -> dict:
+def generation_record(*, model: ModelSection, model_id: ModelId, family: str, prediction: str, sampler: SamplerSection,
+                      spacing: str, timesteps: list[float], height: int, width: int, negative_prompt: str | None,
+                      hooks: list[dict]) -> dict:
     """What every image of a run shares; image and grid records add prompt, seed and the safety setting."""
     return {
         "version": __version__,
-        "model": {"name": model.name, "hash": model.hash, "family": family, "prediction": prediction,
-                  "ema": run.model.ema},
-        "dtype": run.model.dtype,
-        "device": run.model.device,
-        "negative_prompt": run.prompt.negative,
-        "sampler": run.sampler.name,
+        "model": {"name": model_id.name, "hash": model_id.hash, "family": family, "prediction": prediction,
+                  "ema": model.ema},
+        "dtype": model.dtype,
+        "device": model.device,
+        "negative_prompt": negative_prompt,
+        "sampler": sampler.name,
         "spacing": spacing,
-        "karras": run.sampler.karras,
-        "steps": run.sampler.steps,
-        "timesteps": list(schedule),
-        "eta": run.sampler.eta,
-        "cfg_scale": run.sampler.cfg,
+        "karras": sampler.karras,
+        "steps": sampler.steps,
+        "timesteps": list(timesteps),
+        "eta": sampler.eta,
+        "cfg_scale": sampler.cfg,
         "height": height,
         "width": width,
-        "base_seed": run.sampler.seed,
-        "hooks": [{"name": name, "args": run.hooks.args.get(name, {})} for name in run.hooks.names],
+        "base_seed": sampler.seed,
+        "hooks": hooks,
     }
 
 
@@ -110,20 +89,6 @@ def _json_value(value):
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call write(handle) on a temporary file beside `path`, then rename it into place."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # Ctrl-C included: never leave the temporary file behind
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def save_png(image: Image.Image, path: Path, record: dict, telemetry: list[dict] | None = None) -> None:
     """Write image + record (+ telemetry) to a temporary file beside `path`, then rename it into place."""
     info = PngInfo()
@@ -131,7 +96,9 @@ def save_png(image: Image.Image, path: Path, record: dict, telemetry: list[dict]
     info.add_text(RECORD_KEY, json.dumps(record, ensure_ascii=False, sort_keys=True))
     if telemetry is not None:
         info.add_text(TELEMETRY_KEY, json.dumps(telemetry, ensure_ascii=False, default=_json_value))
-    write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG", pnginfo=info)
+    write_atomic(path, encoded.getvalue())
 
 
 def _read_text(path: str | os.PathLike, key: str):

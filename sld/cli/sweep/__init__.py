@@ -1,4 +1,4 @@
-"""`sld sweep --config FILE [KEY=VALUE ...]`: an ablation grid in one command (grid: sld/sweep_grid.py).
+"""`sld sweep --config FILE [KEY=VALUE ...]`: an ablation grid in one command (grid: sld/cli/sweep/grid.py).
 
 Every grid point (a run) draws every image of the base configuration: prompt p, image j with seed
 `sampler.seed + p * n + j`, as `sld generate` does, so a sweep image is the `sld generate` image of its settings,
@@ -8,7 +8,7 @@ record and file name included. The model is loaded once. In the output folder:
                                    record (and telemetry) is already there is skipped, so a rerun resumes
     sheets/sheet-<p>-<prompt>.png  one contact sheet per prompt: a row per run, labelled with its values, and a
                                    column per seed; written when that prompt's images are done
-    runs.csv, telemetry.csv        tables for a notebook (sld/sweep_tables.py)
+    runs.csv, telemetry.csv        tables for a notebook (sld/cli/sweep/tables.py)
 """
 import sys
 from dataclasses import dataclass
@@ -18,13 +18,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from sld import __version__
-from sld.generate import ImageJob, image_record, plan_images, prompts_of
-from sld.grid import labelled_grid
-from sld.records import image_name, is_done, read_telemetry, save_png, sheet_name
-from sld.runconfig import safety_setting
-from sld.runtime import Session, generate_output, load_pipeline, prepare_output_dir, progress, start_session
-from sld.sweep_grid import Point, grid_points, read_sweep
-from sld.sweep_tables import write_tables
+from sld.api import load_pipeline
+from sld.cli.config import safety_setting
+from sld.cli.generate import ImageJob, image_record, plan_images, prompts_of
+from sld.cli.session import Session, generate_output, progress, start_session
+from sld.cli.sweep.grid import Point, grid_points, read_sweep
+from sld.cli.sweep.tables import write_tables
+from sld.io.files import prepare_output_dir
+from sld.io.image_grid import labelled_grid
+from sld.io.records import image_name, is_done, read_telemetry, save_png, sheet_name
 
 RUNS_FOLDER = "runs"
 SHEETS_FOLDER = "sheets"
@@ -54,7 +56,7 @@ def plan_sweep(points: list[Point], sessions: list[Session], jobs: list[ImageJob
     for point, session in zip(points, sessions):
         safety = safety_setting(point.run.sld)
         for job in jobs:
-            record = image_record(session.record, job, safety, point.run.sld.preset)
+            record = image_record(session.record, job, safety)
             path = out / RUNS_FOLDER / f"{point.run_id:03d}" / image_name(record)
             images.append(SweepImage(point, session, job, record, path))
     return sorted(images, key=lambda image: (image.job.prompt_index, image.point.run_id, image.job.image_index))

@@ -19,17 +19,9 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from sld.runconfig import (
-    RunConfig,
-    SamplerSection,
-    SLDSection,
-    merge_run_config,
-    parse_dotlist,
-    read_yaml,
-    run_config_of,
-    set_key,
-)
-from sld.sweep_tables import flatten_dotted
+from sld.cli.config import RunConfig, SamplerSection, SLDSection, merge_run_config, run_config_of, set_key
+from sld.cli.sweep.tables import flatten_dotted
+from sld.cli.yamlconfig import parse_dotlist, read_yaml
 
 SWEEP = "sweep"
 NOT_SWEPT = ("sampler.seed",)  # seeds are the columns of each contact sheet
@@ -80,7 +72,7 @@ def read_sweep(config_files: list[str], overrides: list[str], flags: dict[str, o
     """The merged base configuration (files, overrides, flags) and the checked grid (files, then sweep.* overrides)."""
     files, grids = [], [OmegaConf.create()]
     for path in config_files:
-        loaded = read_yaml(path)
+        loaded = read_yaml(path, RunConfig)
         grid = loaded.pop(SWEEP, {})
         if not isinstance(grid, (dict, DictConfig)):
             raise ValueError(f"config file {path!r}: sweep is {grid!r}; allowed: {FORMAT}")
@@ -88,7 +80,7 @@ def read_sweep(config_files: list[str], overrides: list[str], flags: dict[str, o
         grids.append(grid)
     grid_overrides = [item for item in overrides if item.startswith(f"{SWEEP}.")]
     base = merge_run_config(files, [item for item in overrides if item not in grid_overrides], flags)
-    merged = OmegaConf.merge(*grids, parse_dotlist(grid_overrides).get(SWEEP, {}))
+    merged = OmegaConf.merge(*grids, parse_dotlist(grid_overrides, RunConfig).get(SWEEP, {}))
     return base, check_grid(flatten_dotted(OmegaConf.to_container(merged, resolve=True)))
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from sld.records import write_atomic
+from sld.io.files import write_atomic
 
 RUNS_FILE = "runs.csv"
 TELEMETRY_FILE = "telemetry.csv"
@@ -40,7 +40,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
     writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     writer.writerows({key: cell(row.get(key)) for key in columns} for row in rows)
-    write_atomic(path, lambda handle: handle.write(text.getvalue().encode("utf-8")))
+    write_atomic(path, text.getvalue())
 
 
 def telemetry_rows(image_row: dict, telemetry: list[dict]) -> list[dict]:
