@@ -28,12 +28,14 @@ setup(
             "ipykernel>=6",
             "matplotlib>=3.7",
             "lightning>=2.1",
-            "scipy>=1.10",  # diffusers' LMSDiscreteScheduler and the LMS coefficient test integrate with it
+            "scipy>=1.10",  # diffusers' LMSDiscreteScheduler, the LMS coefficient test, the Fréchet distance
             "pyarrow>=14",  # the I2P reader's parquet path
             "nudenet>=3.4,<4",  # the paper's nudity detector, run for real by the I2P scoring test (AGPL, tests only)
         ],
         # `sld i2p`: Lightning Fabric for --devices/--num-nodes above 1, matplotlib for report.png
         "i2p": ["lightning>=2.1", "matplotlib>=3.7"],
+        # `sld coco`: the same, and scipy for the Fréchet distance's matrix square root
+        "coco": ["lightning>=2.1", "matplotlib>=3.7", "scipy>=1.10"],
     },
     entry_points={"console_scripts": ["sld=sld.cli.main:main"]},
 )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -74,6 +75,30 @@ def format_keys(keys, limit: int = 5) -> str:
     shown = ", ".join(repr(key) for key in ordered[:limit])
     hidden = len(ordered) - limit
     return f"{shown} ... and {hidden} more" if hidden > 0 else shown
+
+
+def check_keys(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], what: str) -> None:
+    """Raise one CheckpointError listing every missing, unexpected and mis-shaped key; `what` opens the message
+    ("<file>: weights do not match ...")."""
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    misshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})"
+                 for k in set(sd) & set(expected) if sd[k].shape != expected[k].shape]
+    problems = [f"{name} ({len(keys)}): {format_keys(keys)}"
+                for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshaped))
+                if keys]
+    if problems:
+        raise CheckpointError(f"{what}; " + "; ".join(problems))
+
+
+def adopt_weights(model: nn.Module, sd: dict[str, torch.Tensor], device: str | torch.device, dtype: torch.dtype,
+                  what: str) -> nn.Module:
+    """`model`, built on the meta device, takes `sd` once every key and shape is checked (`check_keys`): floating
+    tensors cast once to `dtype`, all moved to `device`; returned in eval mode without gradients."""
+    check_keys(model.state_dict(), sd, what)
+    weights = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in sd.items()}
+    model.load_state_dict(weights, assign=True)
+    return model.eval().requires_grad_(False)
 
 
 def _safe_globals() -> list:

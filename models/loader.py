@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, drop_training_buffers, format_keys, read_weight_file, select_weights
+from models.checkpoint import check_keys, drop_training_buffers, read_weight_file, select_weights
 from models.diffusers_keys import read_diffusers_folder, scheduler_prediction
 from models.clip import CLIPTextEncoder
 from models.config import ModelConfig
@@ -76,19 +76,7 @@ def read_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None) -
 
 def check_state_dict(model: StableDiffusion, sd: dict[str, torch.Tensor], path: str) -> None:
     """Raise one CheckpointError listing missing, unexpected and mis-shaped keys."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    misshaped = [
-        f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in set(sd) & set(expected)
-        if sd[k].shape != expected[k].shape
-    ]
-    problems = [f"{name} ({len(keys)}): {format_keys(keys)}"
-                for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshaped))
-                if keys]
-    if problems:
-        raise CheckpointError(f"{path}: weights do not match the detected {model.cfg.family} model; " + "; ".join(problems))
+    check_keys(model.state_dict(), sd, f"{path}: weights do not match the detected {model.cfg.family} model")
 
 
 def build(cfg: ModelConfig, sd: dict[str, torch.Tensor], device: str | torch.device, dtype: torch.dtype,

@@ -67,3 +67,25 @@ def diffusers_sld_kwargs(hook) -> dict:
         return dict(sld_guidance_scale=0.0)
     return dict(sld_guidance_scale=hook.guidance_scale, sld_warmup_steps=hook.warmup_steps,
                 sld_threshold=hook.threshold, sld_momentum_scale=hook.momentum_scale, sld_mom_beta=hook.momentum_beta)
+
+
+def randomised(sd: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Every floating tensor of `sd` replaced by float64 noise: matrices, kernels and embedding tables scaled by their
+    fan-in, other weights (norm scales) near 1, everything else (biases, buffers, class embeddings) near 0; integer
+    tensors kept."""
+    import math
+
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, tensor in sd.items():
+        if not tensor.is_floating_point():
+            out[name] = tensor
+            continue
+        noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+        if name.endswith("weight") and tensor.dim() >= 2:
+            out[name] = noise / math.sqrt(math.prod(tensor.shape[1:]))
+        elif name.endswith("weight"):
+            out[name] = 1.0 + 0.1 * noise
+        else:
+            out[name] = 0.1 * noise
+    return out

@@ -1,4 +1,4 @@
-"""CLIP ViT image tower with projection (OpenAI CLIP, Radford et al. 2021), for Q16 scoring.
+"""CLIP ViT image tower with projection (OpenAI CLIP, Radford et al. 2021), for Q16 scoring and the CLIP score.
 
 Attribute names follow transformers' `CLIPVisionModelWithProjection` (`vision_model.*`, `visual_projection`), the
 layout of the openai/clip-vit-large-patch14 weight files; OpenAI / open_clip files (`visual.*`) are converted to it
@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.checkpoint import CheckpointError, format_keys, read_weight_file
+from models.checkpoint import CheckpointError, adopt_weights, format_keys, read_weight_file
 from models.clip import CLIPEncoderLayer
 from models.layers import Embedding, LayerNorm, Linear
 
@@ -24,6 +24,9 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 PREFIX = "vision_model."
 PROJECTION = "visual_projection.weight"
 FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")
+OPENAI_BLOCKS = "visual.transformer.resblocks."
+OPENAI_BLOCK_PARTS = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+                      "attn.out_proj": "self_attn.out_proj"}
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,24 @@ class CLIPVisionModelWithProjection(nn.Module):
         return self.visual_projection(self.vision_model(pixels))
 
 
+def openai_block_keys(key: str, value: torch.Tensor, source: str, target: str) -> dict[str, torch.Tensor]:
+    """One tensor of an OpenAI `<source>N.*` residual block under transformers names `<target>N.*` (q/k/v split
+    from in_proj); shared by both towers."""
+    index, rest = key.removeprefix(source).split(".", 1)
+    layer = f"{target}{index}."
+    if rest.startswith("attn.in_proj_"):
+        kind = rest.rsplit("_", 1)[1]  # weight | bias
+        return {f"{layer}self_attn.{name}.{kind}": chunk
+                for name, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0))}
+    module, _, kind = rest.rpartition(".")
+    return {layer + f"{OPENAI_BLOCK_PARTS.get(module, module)}.{kind}": value}
+
+
 def from_openai_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OpenAI / open_clip `visual.*` keys -> transformers names (q/k/v split from in_proj, proj transposed)."""
     renames = {"visual.class_embedding": "embeddings.class_embedding",
                "visual.conv1.weight": "embeddings.patch_embedding.weight",
                "visual.positional_embedding": "embeddings.position_embedding.weight"}
-    parts = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-             "attn.out_proj": "self_attn.out_proj"}
     out = {}
     for key, value in sd.items():
         if key in renames:
@@ -106,16 +120,8 @@ def from_openai_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         elif key.startswith(("visual.ln_pre.", "visual.ln_post.")):
             norm = "pre_layrnorm" if key.startswith("visual.ln_pre.") else "post_layernorm"
             out[PREFIX + f"{norm}.{key.rsplit('.', 1)[1]}"] = value
-        elif key.startswith("visual.transformer.resblocks."):
-            index, rest = key.removeprefix("visual.transformer.resblocks.").split(".", 1)
-            layer = f"{PREFIX}encoder.layers.{index}."
-            if rest.startswith("attn.in_proj_"):
-                kind = rest.rsplit("_", 1)[1]  # weight | bias
-                for name, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
-                    out[f"{layer}self_attn.{name}.{kind}"] = chunk
-            else:
-                module, _, kind = rest.rpartition(".")
-                out[layer + f"{parts.get(module, module)}.{kind}"] = value
+        elif key.startswith(OPENAI_BLOCKS):
+            out.update(openai_block_keys(key, value, OPENAI_BLOCKS, PREFIX + "encoder.layers."))
     return out
 
 
@@ -148,16 +154,7 @@ def build_vision_model(cfg: VisionConfig, sd: dict[str, torch.Tensor], device: s
     """Built on the meta device; every key and shape checked, then the tensors adopted in `dtype` on `device`."""
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(cfg)
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
-    misshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})"
-                 for k in set(sd) & set(expected) if sd[k].shape != expected[k].shape]
-    problems = [f"{name} ({len(keys)}): {format_keys(keys)}" for name, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshaped)) if keys]
-    if problems:
-        raise CheckpointError(f"{path}: weights do not match a CLIP ViT image tower; " + "; ".join(problems))
-    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, assign=True)
-    return model.eval().requires_grad_(False)
+    return adopt_weights(model, sd, device, dtype, f"{path}: weights do not match a CLIP ViT image tower")
 
 
 def weight_file(path: str | Path) -> Path:
@@ -180,26 +177,37 @@ def is_torchscript(path: Path) -> bool:
         return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
-def load_vision_model(path: str | Path, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32) -> CLIPVisionModelWithProjection:
-    """A CLIP weight file (.safetensors / .bin / .pt state dict, either layout) or a folder holding one."""
+def read_clip_file(path: str | Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The weight file (the file itself, or the one inside a transformers folder) and its tensors, as stored."""
     path = weight_file(path)
     if is_torchscript(path):
         raise CheckpointError(f"{path}: a TorchScript archive (as OpenAI's ViT-L-14.pt); its weights load only by "
                               "running its code, which is refused; expected openai/clip-vit-large-patch14's "
                               "model.safetensors or an OpenAI / open_clip state dict")
-    sd = vision_weights(read_weight_file(path))
+    return path, read_weight_file(path)
+
+
+def load_vision_model(path: str | Path, device: str | torch.device = "cpu",
+                      dtype: torch.dtype = torch.float32) -> CLIPVisionModelWithProjection:
+    """A CLIP weight file (.safetensors / .bin / .pt state dict, either layout) or a folder holding one."""
+    path, sd = read_clip_file(path)
+    sd = vision_weights(sd)
     return build_vision_model(detect_config(sd, str(path)), sd, device, dtype, str(path))
 
 
-def preprocess(image: Image.Image, size: int) -> torch.Tensor:
-    """OpenAI CLIP's transform: bicubic resize of the short side to `size`, centre crop, [0, 1], normalise."""
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """OpenAI CLIP's geometry: bicubic resize of the short side to `size`, then the centred size x size square."""
     image = image.convert("RGB")
     width, height = image.size
     long = int(size * max(width, height) / min(width, height))  # torchvision Resize(size) on the short side
     resized = image.resize((size, long) if width <= height else (long, size), Image.BICUBIC)
     left = int(round((resized.width - size) / 2.0))
     top = int(round((resized.height - size) / 2.0))
-    pixels = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
+    return resized.crop((left, top, left + size, top + size))
+
+
+def preprocess(image: Image.Image, size: int) -> torch.Tensor:
+    """OpenAI CLIP's transform: `center_crop`, [0, 1], normalise."""
+    pixels = np.asarray(center_crop(image, size), dtype=np.float32) / 255
     tensor = torch.from_numpy(pixels).permute(2, 0, 1)
     return (tensor - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
