@@ -6,7 +6,7 @@ setup(
     description="From-scratch Safe Latent Diffusion (SLD) research toolkit for Stable Diffusion checkpoints",
     packages=["sld", "sld.hooks", "sld.io", "sld.cli", "sld.cli.sweep", "sld.eval", "sld.toy", "models", "sampling"],
     # the CLIP vocabulary, the toy model and its shape classifier, the I2P sample
-    package_data={"models": ["data/*.txt.gz", "data/*.safetensors"], "sld": ["data/*.csv", "data/*.safetensors"]},
+    package_data={"models": ["data/*.txt.gz", "data/*.safetensors"], "sld": ["data/*.csv", "data/*.json", "data/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1,<2.15",

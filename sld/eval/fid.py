@@ -121,12 +121,12 @@ def _read_cached(path: Path, key: str) -> Statistics | None:
         return None
 
 
-def _write_cached(path: Path, key: str, stats: Statistics) -> None:
-    """Written to a temporary name, then renamed into place."""
+def write_npz(path: Path, **arrays) -> None:
+    """np.savez to a temporary name beside `path`, then renamed into place (a kill leaves no partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     try:
-        np.savez(temporary, key=np.array(key), mean=stats.mean, covariance=stats.covariance, count=stats.count)
+        np.savez(temporary, **arrays)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -168,5 +168,5 @@ def reference_statistics(folder: str | Path, extract: FeatureExtractor, cache_di
     if cached is not None:
         return cached, path, True
     stats = statistics(features_of(paths, extract, batch_size, crop))
-    _write_cached(path, key, stats)
+    write_npz(path, key=np.array(key), mean=stats.mean, covariance=stats.covariance, count=stats.count)
     return stats, path, False
