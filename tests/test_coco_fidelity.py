@@ -28,3 +28,25 @@ def test_too_few_images_leave_fid_undefined():
     assert found.fid is not None and found.fid_split_mean is None and found.fid_split_std is None
     assert fidelity(rng.normal(size=(3, 3)), reference, np.ones(3)).fid is None
     assert bootstrap_interval(np.full(5, 2.0), rounds=10, seed=0) == (2.0, 2.0)
+
+
+def test_table_and_chart_carry_every_number(tmp_path):
+    import csv
+    import io
+
+    from sld.eval.fidelity import Fidelity
+    from sld.eval.fidelity_chart import fidelity_chart
+    from sld.eval.fidelity_table import FidelityRow, csv_text, table_lines
+
+    rows = [FidelityRow("none", Fidelity(40, 12.5, 20.25, 1.5, 4, 0.31, 0.29, 0.33), 0.39),
+            FidelityRow("max", Fidelity(40, None, None, None, 4, 0.25, 0.2, 0.3), None)]
+    parsed = list(csv.DictReader(io.StringIO(csv_text(rows))))
+    assert parsed[0] == {"setting": "none", "images": "40", "fid": "12.5", "fid_split_mean": "20.25",
+                         "fid_split_std": "1.5", "splits": "4", "alignment": "0.31", "alignment_low": "0.29",
+                         "alignment_high": "0.33", "i2p_probability": "0.39"}
+    assert parsed[1]["fid"] == "" and parsed[1]["i2p_probability"] == ""
+    lines = table_lines(rows, "FID", "CLIP score")
+    assert lines[2] == "| none | 40 | 12.50 | 20.25 ± 1.50 (4) | 0.310 | [0.290, 0.330] | 0.390 |"
+    assert lines[3] == "| max | 40 | n/a | n/a | 0.250 | [0.200, 0.300] | n/a |"
+    fidelity_chart(rows, "FID", "CLIP score", tmp_path / "report.png")
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
