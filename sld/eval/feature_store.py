@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sld.eval.fid import write_npz
+from sld.io.files import write_atomic
 
 SIGNATURE = "signature.json"
 
@@ -26,7 +27,7 @@ class FeatureStore:
                                  f"same settings, or delete {self.folder} to extract again")
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            recorded.write_text(json.dumps(self.signature, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            write_atomic(recorded, json.dumps(self.signature, indent=1, sort_keys=True) + "\n")
 
     def read(self) -> dict[str, np.ndarray]:
         """Features by item id, from every complete batch file."""

@@ -6,8 +6,8 @@ The cache key is what determines the statistics: every file's name, size and mod
 extractor's signature (its weights' sha256 and the resizing) and the reference crop size.
 """
 import hashlib
+import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from sld.eval.clip_vision import center_crop
+from sld.io.files import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SINGULAR_EPS = 1e-6  # pytorch-fid's offset on the covariance diagonals when their product is singular
@@ -122,15 +123,11 @@ def _read_cached(path: Path, key: str) -> Statistics | None:
 
 
 def write_npz(path: Path, **arrays) -> None:
-    """np.savez to a temporary name beside `path`, then renamed into place (a kill leaves no partial file)."""
+    """The arrays as one .npz, written atomically (sld.io.files.write_atomic)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomic(path, buffer.getvalue())
 
 
 def read_images(paths: list[Path], crop: int | None = None) -> list[Image.Image]:

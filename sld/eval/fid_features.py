@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from sld.eval.inception import FEATURES, INPUT_SIZE, load_fid_inception
-from sld.model_id import full_hash
+from sld.io.model_id import full_hash
 
 RESIZES = ("tf1", "clean")
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from sld.eval.clip_vision import center_crop
 from sld.eval.fid import Statistics, statistics
-from sld.model_id import full_hash
+from sld.io.model_id import full_hash
 from sld.toy.classifier import CLASSIFIER_WEIGHTS, classify, load_shape_net, to_unit
 from sld.toy.shapes import COLOURS, PLURALS, SHAPES, SIZE, dataset
 
