@@ -24,14 +24,13 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from models import keys
+
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library refuses longer headers
 ALLOWED_FORMATS = "a .safetensors, .ckpt, .pt, .pth or .bin file, or a diffusers folder (unet/, vae/, text_encoder/)"
 
-UNET_PREFIX = "model.diffusion_model."
-EMA_PREFIX = "model_ema."
-EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 
 # DDPM schedule buffers and training-only tensors that CompVis LatentDiffusion files carry.
 TRAINING_BUFFERS = (
@@ -48,12 +47,8 @@ TRAINING_BUFFERS = (
     "posterior_mean_coef1",
     "posterior_mean_coef2",
     "logvar",
-    "cond_stage_model.transformer.text_model.embeddings.position_ids",
+    keys.CLIP + "embeddings.position_ids",
 )
-TRAINING_PREFIXES = ("first_stage_model.loss.",)
-# Old transformers CLIPTextModel files have no `text_model.` level.
-OLD_TEXT_PREFIX = "cond_stage_model.transformer."
-TEXT_PREFIX = "cond_stage_model.transformer.text_model."
 OLD_TEXT_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
 
 
@@ -253,17 +248,17 @@ def select_weights(sd: dict[str, torch.Tensor], ema: bool, source: str = "checkp
     CompVis LitEma stores `model.diffusion_model.X` as `model_ema.` + "diffusion_model.X"
     with the dots removed. `source` names the file in error messages.
     """
-    regular = {key: value for key, value in sd.items() if not key.startswith(EMA_PREFIX)}
+    regular = {key: value for key, value in sd.items() if not key.startswith(keys.EMA)}
     if not ema:
         return regular
-    ema_keys = {key for key in sd if key.startswith(EMA_PREFIX) and key not in EMA_BOOKKEEPING}
+    ema_keys = {key for key in sd if key.startswith(keys.EMA) and key not in keys.EMA_BOOKKEEPING}
     if not ema_keys:
         raise CheckpointError(
             f"{source}: ema=True was requested but the file has no EMA weights (no 'model_ema.*' keys)"
         )
-    unet_keys = [key for key in regular if key.startswith(UNET_PREFIX)]
+    unet_keys = [key for key in regular if key.startswith(keys.UNET)]
     # CompVis ldm/modules/ema.py (LitEma): buffer name = parameter name with the dots removed.
-    ema_name = {key: EMA_PREFIX + key.removeprefix("model.").replace(".", "") for key in unet_keys}
+    ema_name = {key: keys.EMA + key.removeprefix("model.").replace(".", "") for key in unet_keys}
     missing = [ema_name[key] for key in unet_keys if ema_name[key] not in ema_keys]
     if missing:
         raise CheckpointError(f"{source}: EMA weights incomplete, missing {format_keys(missing)}")
@@ -271,14 +266,14 @@ def select_weights(sd: dict[str, torch.Tensor], ema: bool, source: str = "checkp
 
 
 def drop_training_buffers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A new dict without `TRAINING_BUFFERS`/`TRAINING_PREFIXES` and with old text keys normalised."""
+    """A new dict without `TRAINING_BUFFERS` or the VAE's training losses, with old text keys normalised."""
     renamed = {}
     for key, value in sd.items():
-        if key.startswith(OLD_TEXT_PREFIX) and key[len(OLD_TEXT_PREFIX) :].startswith(OLD_TEXT_PARTS):
-            key = TEXT_PREFIX + key[len(OLD_TEXT_PREFIX) :]
+        if key.startswith(keys.OLD_CLIP) and key[len(keys.OLD_CLIP) :].startswith(OLD_TEXT_PARTS):
+            key = keys.CLIP + key[len(keys.OLD_CLIP) :]
         renamed[key] = value
     return {
         key: value
         for key, value in renamed.items()
-        if key not in TRAINING_BUFFERS and not key.startswith(TRAINING_PREFIXES)
+        if key not in TRAINING_BUFFERS and not key.startswith(keys.VAE_TRAINING)
     }

@@ -20,15 +20,11 @@ import torch
 
 from models.checkpoint import CheckpointError
 from models.config import ModelConfig, TextConfig, UNetConfig, VAEConfig
+from models.keys import CLIP, OPENCLIP, SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING, UNET, VAE
 from models.toy import TOY_HEADS, TOY_SCALING_FACTOR, TOY_UNET_CHANNELS
 
-UNET = "model.diffusion_model."
-VAE = "first_stage_model."
-CLIP = "cond_stage_model.transformer.text_model."
-OPENCLIP = "cond_stage_model.model."
-SDXL_MARKERS = ("conditioner.embedders.", UNET + "label_emb.")
+SDXL_MARKERS = (SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING)
 V_MARKER = "v_pred"
-PREDICTIONS = ("epsilon", "v")
 
 
 @dataclass(frozen=True)
@@ -167,11 +163,6 @@ def detect_text(sd: dict, family: Family) -> TextConfig:
     )
 
 
-def check_prediction_override(prediction: str | None) -> None:
-    if prediction is not None and prediction not in PREDICTIONS:
-        raise ValueError(f"prediction={prediction!r} is not allowed; use None (detect), 'epsilon' or 'v'")
-
-
 def detect_prediction(sd: dict, family: Family, override: str | None, hint: str | None) -> tuple[str, str]:
     """(prediction, reason) by the rule in the module docstring; `hint` comes from a diffusers scheduler config."""
     if override is not None:
@@ -187,7 +178,6 @@ def detect_prediction(sd: dict, family: Family, override: str | None, hint: str 
 def detect(sd: dict[str, torch.Tensor], path: str = "<state dict>", prediction: str | None = None,
            hint: str | None = None) -> Detection:
     """Match the family, derive every size from shapes and decide the prediction type."""
-    check_prediction_override(prediction)
     family = match_family(sd, path)
     try:
         unet, vae, text = detect_unet(sd, family, path), detect_vae(sd, family), detect_text(sd, family)

@@ -16,11 +16,8 @@ from typing import Callable
 
 import torch
 
+from models import keys
 from models.checkpoint import CheckpointError, format_keys, read_weight_file
-
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-TEXT_PREFIX = "cond_stage_model.transformer.text_model."
 
 UNET_TOP_LEVEL = {
     "time_embedding.linear_1": "time_embed.0",
@@ -154,7 +151,7 @@ def unet_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers UNet2DConditionModel state dict -> `model.diffusion_model.*`."""
     layers = _resnets_per_down_level(sd)
     up_levels_with_attention = {int(m[1]) for key in sd if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", key))}
-    return _convert(sd, lambda module: _unet_module(module, layers, up_levels_with_attention), UNET_PREFIX, "UNet")
+    return _convert(sd, lambda module: _unet_module(module, layers, up_levels_with_attention), keys.UNET, "UNet")
 
 
 def _vae_module(module: str, up_levels: int) -> str | None:
@@ -188,7 +185,7 @@ def _vae_module(module: str, up_levels: int) -> str | None:
 def vae_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers AutoencoderKL state dict -> `first_stage_model.*` (attention Linear -> 1x1 conv)."""
     up_levels = _count(sd, r"decoder\.up_blocks\.(\d+)\.")
-    converted = _convert(sd, lambda module: _vae_module(module, up_levels), VAE_PREFIX, "VAE")
+    converted = _convert(sd, lambda module: _vae_module(module, up_levels), keys.VAE, "VAE")
     return {
         key: tensor[:, :, None, None] if tensor.ndim == 2 and VAE_LINEAR_AS_CONV.fullmatch(key) else tensor
         for key, tensor in converted.items()
@@ -202,7 +199,7 @@ def _clip_module(module: str) -> str | None:
 
 def text_encoder_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers CLIPTextModel state dict (with or without `text_model.`) -> CompVis text keys."""
-    return _convert(sd, _clip_module, TEXT_PREFIX, "text encoder", dropped=CLIP_DROPPED)
+    return _convert(sd, _clip_module, keys.CLIP, "text encoder", dropped=CLIP_DROPPED)
 
 
 def weight_file(part: Path) -> Path | None:
@@ -213,7 +210,6 @@ def weight_file(part: Path) -> Path | None:
     return None
 
 
-OPENCLIP_PREFIX = "cond_stage_model.model."
 OPENCLIP_NAMES = {
     "embeddings.token_embedding.weight": "token_embedding.weight",
     "embeddings.position_embedding.weight": "positional_embedding",
@@ -232,15 +228,15 @@ def clip_to_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     `convert_open_clip_checkpoint`)."""
     out = {}
     for key, value in sd.items():
-        name = key.removeprefix(TEXT_PREFIX).replace("encoder.layers.", "transformer.resblocks.")
+        name = key.removeprefix(keys.CLIP).replace("encoder.layers.", "transformer.resblocks.")
         for old, new in OPENCLIP_NAMES.items():
             name = name.replace(old, new)
         if ".self_attn.q_proj." in name:
             kind = name.rsplit(".", 1)[1]
             fused = [sd[key.replace(".q_proj.", f".{p}_proj.")] for p in "qkv"]
-            out[OPENCLIP_PREFIX + name.replace("self_attn.q_proj." + kind, "attn.in_proj_" + kind)] = torch.cat(fused)
+            out[keys.OPENCLIP + name.replace("self_attn.q_proj." + kind, "attn.in_proj_" + kind)] = torch.cat(fused)
         elif not re.search(r"\.self_attn\.[kv]_proj\.", name):
-            out[OPENCLIP_PREFIX + name] = value
+            out[keys.OPENCLIP + name] = value
     return out
 
 

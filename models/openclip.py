@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import keys
 from models.config import TextConfig
 from models.layers import Embedding, LayerNorm, Linear, attend, compute_dtype
 
-PREFIX = "cond_stage_model.model."
 UNUSED = ("text_projection", "logit_scale", "attn_mask")
 
 
@@ -91,9 +91,9 @@ class OpenCLIPTextEncoder(nn.Module):
 def drop_unused_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove what SD 2 never uses from a full OpenCLIP tower: the projection, logit scale, mask buffer and the last
     block. A full tower is recognised by its `text_projection`; diffusers-converted towers already end one block early."""
-    if PREFIX + "text_projection" not in sd:
-        return {k: v for k, v in sd.items() if k.removeprefix(PREFIX) not in UNUSED}
-    blocks = re.compile(re.escape(PREFIX) + r"transformer\.resblocks\.(\d+)\.")
+    if keys.OPENCLIP + "text_projection" not in sd:
+        return {k: v for k, v in sd.items() if k.removeprefix(keys.OPENCLIP) not in UNUSED}
+    blocks = re.compile(re.escape(keys.OPENCLIP) + r"transformer\.resblocks\.(\d+)\.")
     last = max(int(m.group(1)) for k in sd if (m := blocks.match(k)))
-    unused = PREFIX + f"transformer.resblocks.{last}."
-    return {k: v for k, v in sd.items() if not k.startswith(unused) and k.removeprefix(PREFIX) not in UNUSED}
+    unused = keys.OPENCLIP + f"transformer.resblocks.{last}."
+    return {k: v for k, v in sd.items() if not k.startswith(unused) and k.removeprefix(keys.OPENCLIP) not in UNUSED}

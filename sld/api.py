@@ -5,10 +5,10 @@ import sys
 
 import torch
 
-from models.detect import check_prediction_override
 from models.loader import load_checkpoint, random_model
 from models.sd1 import TINY_SD1
 from models.toy import TOY_WEIGHTS
+from sampling.parameterization import PREDICTIONS
 from sld.pipeline import Pipeline
 from sld.settings import ModelSection, torch_dtype
 
@@ -17,6 +17,12 @@ TOY = "toy"
 BUILT_IN = (TOY, TINY)
 NATIVE_SIZE_BUILT_IN = 64  # both draw 64x64 pictures
 NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
+
+
+def check_prediction_override(prediction: str | None) -> None:
+    if prediction is not None and prediction not in PREDICTIONS:
+        allowed = " or ".join(repr(p) for p in PREDICTIONS)
+        raise ValueError(f"prediction={prediction!r} is not allowed; use None (detect), {allowed}")
 
 
 def load(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, ema: bool = False,

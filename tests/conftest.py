@@ -99,7 +99,7 @@ def tiny_sd2_weights() -> dict[str, torch.Tensor]:
 def tiny_sd2_original(tiny_sd2_weights) -> dict[str, torch.Tensor]:
     """The same weights as an original SD 2 file stores them: a full OpenCLIP tower with one more block (never run by
     SD 2), text_projection and logit_scale, all randomised."""
-    from models.openclip import PREFIX
+    from models.keys import OPENCLIP as PREFIX
 
     g = torch.Generator().manual_seed(SEED + 3)
     block = PREFIX + "transformer.resblocks.{}."

@@ -82,7 +82,7 @@ def test_prediction_rules(tiny_sd2_original, tmp_path):
     override = load_checkpoint(marked, prediction="epsilon")
     assert override.model.cfg.prediction == "epsilon" and override.prediction_reason == "given by the caller"
     with pytest.raises(ValueError, match="prediction='x0' is not allowed"):
-        load_checkpoint(marked, prediction="x0")
+        sld.load(str(marked), prediction="x0")
 
 
 def test_diffusers_folder_loads_exactly(reference_sd2_parts, tiny_sd2_weights, tmp_path):

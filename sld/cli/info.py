@@ -3,14 +3,14 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import EMA_PREFIX
-from models.detect import FAMILIES, UNET, VAE
+from models import keys
+from models.detect import FAMILIES
 from models.diffusers_keys import scheduler_prediction
 from models.loader import prepare_state_dict, random_weights, read_checkpoint
 from models.sd1 import TINY_SD1
 from sld.api import BUILT_IN, TINY, TOY, checkpoint_path
 
-PARTS = {"unet": UNET, "vae": VAE, "text encoder": "cond_stage_model."}
+PARTS = {"unet": keys.UNET, "vae": keys.VAE, "text encoder": keys.TEXT}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -42,7 +42,7 @@ def describe_checkpoint(path: str) -> list[tuple[str, str]]:
     The tensors go through models.loader.prepare_state_dict, as load_checkpoint does, short of building the model.
     """
     raw = random_weights(TINY_SD1, seed=0) if path == TINY else read_checkpoint(checkpoint_path(path))
-    ema_tensors = sum(1 for key in raw if key.startswith(EMA_PREFIX))
+    ema_tensors = sum(1 for key in raw if key.startswith(keys.EMA))
     hint = None if path in BUILT_IN else scheduler_prediction(path)
     sd, found = prepare_state_dict(raw, str(path), hint=hint)
     cfg = found.config
