@@ -139,7 +139,7 @@ def _refusal(path: Path, error: pickle.UnpicklingError) -> CheckpointError:
     )
 
 
-def _read_pickle(path: Path) -> object:
+def read_pickle(path: Path) -> object:
     """torch.load with weights_only=True plus only `_safe_globals`; memory-mapped when zip-based."""
     try:
         with torch.serialization.safe_globals(_safe_globals()):
@@ -239,7 +239,7 @@ def read_weight_file(path: str | os.PathLike, dtype: torch.dtype | None = None) 
         raise CheckpointError(f"{path}: {state}; expected {ALLOWED_FORMATS}")
     if suffix in SAFETENSORS_SUFFIXES:
         return _read_safetensors_cast(path, dtype) if _needs_cast(path, dtype) else _read_safetensors(path)
-    return _tensors_only(path, _read_pickle(path))
+    return _tensors_only(path, read_pickle(path))
 
 
 def select_weights(sd: dict[str, torch.Tensor], ema: bool, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -106,5 +106,9 @@ class CLIPTextEncoder(nn.Module):
         self.cfg = cfg
         self.transformer = CLIPTextModel(cfg)
 
+    @property
+    def token_embedding(self) -> Embedding:
+        return self.transformer.text_model.embeddings.token_embedding
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.transformer(ids)

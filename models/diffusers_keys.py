@@ -111,7 +111,7 @@ def _unet_block(block: str, kind: str, inner: str) -> str | None:
 
 # Block numbering as diffusers' convert_ldm_unet_checkpoint inverts it: down level L, resnet J ->
 # input_blocks.{1 + L*(n+1) + J}; up level L, resnet J -> output_blocks.{L*(n+1) + J} (n+1 resnets per up level).
-def _unet_module(module: str, layers: int, up_levels_with_attention: set[int]) -> str | None:
+def unet_module(module: str, layers: int, up_levels_with_attention: set[int]) -> str | None:
     """One diffusers UNet module path -> CompVis; `layers` resnets per down level, one more per up level."""
     if module in UNET_TOP_LEVEL:
         return UNET_TOP_LEVEL[module]
@@ -151,7 +151,7 @@ def unet_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers UNet2DConditionModel state dict -> `model.diffusion_model.*`."""
     layers = _resnets_per_down_level(sd)
     up_levels_with_attention = {int(m[1]) for key in sd if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", key))}
-    return _convert(sd, lambda module: _unet_module(module, layers, up_levels_with_attention), keys.UNET, "UNet")
+    return _convert(sd, lambda module: unet_module(module, layers, up_levels_with_attention), keys.UNET, "UNet")
 
 
 def _vae_module(module: str, up_levels: int) -> str | None:

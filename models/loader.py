@@ -6,12 +6,14 @@ Modules are built on the meta device, so no time goes into a random init that th
 """
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from models.adapters import EmbeddingSpec, LoraSpec, apply_adapters, check_adapters
 from models.checkpoint import check_keys, drop_training_buffers, read_weight_file, select_weights
 from models.diffusers_keys import read_diffusers_folder, scheduler_prediction
 from models.clip import CLIPTextEncoder
@@ -35,6 +37,7 @@ class StableDiffusion(nn.Module):
         self.first_stage_model = AutoencoderKL(cfg.vae)
         encoder = OpenCLIPTextEncoder if cfg.text.kind == "openclip" else CLIPTextEncoder
         self.cond_stage_model = encoder(cfg.text)
+        self.added_tokens: dict[str, tuple[int, ...]] = {}  # textual-inversion words -> their token ids (models/adapters.py)
 
     @property
     def unet(self) -> UNet:
@@ -101,11 +104,17 @@ def prepare_state_dict(raw: dict[str, torch.Tensor], path: str, ema: bool = Fals
 
 
 def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                    ema: bool = False, prediction: str | None = None) -> LoadedCheckpoint:
+                    ema: bool = False, prediction: str | None = None, loras: Sequence[LoraSpec] = (),
+                    embeddings: Sequence[EmbeddingSpec] = ()) -> LoadedCheckpoint:
+    """The model of a checkpoint, with `loras` merged and `embeddings` added; every adapter is checked against the
+    detected model's shapes before the model is built (models/adapters.py)."""
     raw = read_checkpoint(path, dtype)
     has_ema = any(k.startswith("model_ema.") for k in raw)
     sd, found = prepare_state_dict(raw, str(path), ema, prediction, scheduler_prediction(path))
-    return LoadedCheckpoint(build(found.config, sd, device, dtype, str(path)), str(path), has_ema, found.prediction_reason)
+    adapters = check_adapters(found.config, {k: v.shape for k, v in sd.items()}, loras, embeddings)
+    model = build(found.config, sd, device, dtype, str(path))
+    apply_adapters(model, adapters)
+    return LoadedCheckpoint(model, str(path), has_ema, found.prediction_reason)
 
 
 def random_weights(cfg: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:

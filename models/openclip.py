@@ -79,6 +79,10 @@ class OpenCLIPTextEncoder(nn.Module):
         self.cfg = cfg
         self.model = OpenCLIPTextModel(cfg)
 
+    @property
+    def token_embedding(self) -> Embedding:
+        return self.model.token_embedding
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         weights = self.model.positional_embedding
         dtype = compute_dtype(weights)  # half weights compute in float32 on CPUs without native half (models/layers.py)

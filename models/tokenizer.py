@@ -122,10 +122,13 @@ class CLIPTokenizer:
     """OpenAI CLIP BPE tokenizer; `tokenizer(texts)` -> LongTensor [B, max_length].
 
     pad_token_id None pads with the end token (SD 1.x, transformers' CLIPTokenizer);
-    Stable Diffusion 2.x (OpenCLIP) pads with 0.
+    Stable Diffusion 2.x (OpenCLIP) pads with 0. `added_tokens` (textual inversion, models/embeddings.py): a word ->
+    the ids of its vectors; it is found anywhere in the cleaned (lowercased) text, as transformers matches added
+    tokens, and the text around it is tokenized as usual.
     """
 
-    def __init__(self, vocab_path: str | Path | None = None, max_length: int = 77, pad_token_id: int | None = None):
+    def __init__(self, vocab_path: str | Path | None = None, max_length: int = 77, pad_token_id: int | None = None,
+                 added_tokens: dict[str, Sequence[int]] | None = None):
         self._encoder, self._decoder, self._ranks = load_vocabulary(None if vocab_path is None else str(vocab_path))
         self._byte_decoder = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
         self.vocab_size = len(self._encoder)
@@ -139,6 +142,9 @@ class CLIPTokenizer:
                              f"got {pad_token_id!r}")
         self.pad_token_id = self.end_token_id if pad_token_id is None else pad_token_id
         self._word_ids = functools.lru_cache(maxsize=_BPE_CACHE_SIZE)(self._word_ids_uncached)
+        self.added_tokens = {clean_text(word): tuple(ids) for word, ids in (added_tokens or {}).items()}
+        longest_first = sorted(self.added_tokens, key=len, reverse=True)
+        self._added_pattern = regex.compile("|".join(map(regex.escape, longest_first))) if longest_first else None
 
     def __call__(self, texts: str | Sequence[str]) -> torch.LongTensor:
         """[B, max_length]: start, BPE ids (truncated, with a warning), end, then pad ids."""
@@ -151,24 +157,55 @@ class CLIPTokenizer:
         """BPE ids of `text`, without start and end tokens."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__} {reprlib.repr(text)}")
+        cleaned, ids, start = clean_text(text), [], 0
+        for found in self._added_pattern.finditer(cleaned) if self._added_pattern else ():
+            ids.extend(self._bpe_ids(cleaned[start : found.start()]))
+            ids.extend(self.added_tokens[found.group()])
+            start = found.end()
+        return ids + self._bpe_ids(cleaned[start:])
+
+    def _bpe_ids(self, cleaned: str) -> list[int]:
         ids = []
-        for word in _WORD_PATTERN.findall(clean_text(text)):
+        for word in _WORD_PATTERN.findall(cleaned):
             ids.extend(self._word_ids(word))
         return ids
 
+    def knows(self, word: str) -> bool:
+        """Whether `word` already means something: a vocabulary entry, or one cleaned word that BPE encodes as a single
+        id ("cat", "sks"), or an added token. Textual-inversion tokens must not be such words."""
+        cleaned = clean_text(word)
+        return (word in self._encoder or cleaned in self.added_tokens
+                or len(_WORD_PATTERN.findall(cleaned)) == 1 and len(self._bpe_ids(cleaned)) == 1)
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        """Text of `ids`, skipping start tokens and stopping at the first end token (so padded rows decode)."""
+        """Text of `ids`, skipping start tokens and stopping at the first end token (so padded rows decode); an added
+        token's ids read as its word."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        invalid = [token for token in ids if not self._is_token_id(token)]
+        added = {index: word if position == 0 else "" for word, word_ids in self.added_tokens.items()
+                 for position, index in enumerate(word_ids)}
+        invalid = [token for token in ids if not (self._is_token_id(token) or self._is_added_id(token, added))]
         if invalid:
-            raise ValueError(f"decode takes a flat sequence of ints in [0, {self.vocab_size}), "
+            raise ValueError(f"decode takes a flat sequence of ints in [0, {self.vocab_size}) or added token ids, "
                              f"got {reprlib.repr(invalid)}")
         if self.end_token_id in ids:
             ids = ids[: ids.index(self.end_token_id)]
-        symbols = "".join(self._decoder[token] for token in ids if token != self.start_token_id)
+        pieces, run = [], []
+        for token in ids:
+            if token in added:
+                pieces += [self._decode_bpe(run), added[token]]
+                run = []
+            elif token != self.start_token_id:
+                run.append(token)
+        return " ".join(piece for piece in [*pieces, self._decode_bpe(run)] if piece)
+
+    def _decode_bpe(self, ids: list[int]) -> str:
+        symbols = "".join(self._decoder[token] for token in ids)
         # OpenAI CLIP decode: symbols -> bytes -> UTF-8 (invalid sequences replaced), '</w>' -> space.
         text = bytes(self._byte_decoder[symbol] for symbol in symbols).decode("utf-8", errors="replace")
         return text.replace(END_OF_WORD, " ").strip()
+
+    def _is_added_id(self, value: object, added: dict[int, str]) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value in added
 
     def _is_token_id(self, value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < self.vocab_size

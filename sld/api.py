@@ -2,9 +2,11 @@
 import dataclasses
 import os
 import sys
+from collections.abc import Sequence
 
 import torch
 
+from models.adapters import apply_adapters, check_adapters, embedding_spec, lora_spec
 from models.loader import load_checkpoint, random_model
 from models.sd1 import TINY_SD1
 from models.toy import TOY_WEIGHTS
@@ -26,24 +28,33 @@ def check_prediction_override(prediction: str | None) -> None:
 
 
 def load(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, ema: bool = False,
-         prediction: str | None = None) -> Pipeline:
+         prediction: str | None = None, loras: Sequence = (), embeddings: Sequence = ()) -> Pipeline:
     """Load a `.safetensors` / `.ckpt` single file or a diffusers folder; the family is detected from its tensors.
 
     `path="toy"` loads the toy model shipped in the package (trained here on synthetic shape scenes, 64x64, see
     models/toy.py). `path="tiny"` builds a small random-weight SD 1 model in memory: it draws noise, and exists to
     test without a checkpoint. `prediction` overrides the detected type ("epsilon" | "v");
     the decision and its reason are printed once to stderr (rule: models/detect.py).
+
+    `loras`: paths or (path, scale) pairs, merged into the UNet and text tower weights in order
+    (`scale * alpha / rank * up @ down`). `embeddings`: textual-inversion files, paths or (path, token) pairs; the
+    token is the file stem unless given. Every file is checked before the model changes (models/adapters.py).
     """
     check_prediction_override(prediction)
+    lora_specs, embedding_specs = tuple(map(lora_spec, loras)), tuple(map(embedding_spec, embeddings))
     if str(path) == TINY:
         cfg = TINY_SD1 if prediction is None else dataclasses.replace(TINY_SD1, prediction=prediction)
-        return Pipeline(random_model(cfg, seed=0, dtype=dtype, device=device), source=TINY)
+        model = random_model(cfg, seed=0, dtype=dtype, device=device)
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        apply_adapters(model, check_adapters(cfg, shapes, lora_specs, embedding_specs))
+        return Pipeline(model, source=TINY, loras=lora_specs, embeddings=embedding_specs)
     source = TOY if str(path) == TOY else path
-    loaded = load_checkpoint(checkpoint_path(path), device=device, dtype=dtype, ema=ema, prediction=prediction)
+    loaded = load_checkpoint(checkpoint_path(path), device=device, dtype=dtype, ema=ema, prediction=prediction,
+                             loras=lora_specs, embeddings=embedding_specs)
     cfg = loaded.model.cfg
     print(f"sld: {loaded.path}: {cfg.family}, prediction={cfg.prediction!r} ({loaded.prediction_reason})",
           file=sys.stderr)
-    return Pipeline(loaded.model, source=source)
+    return Pipeline(loaded.model, source=source, loras=lora_specs, embeddings=embedding_specs)
 
 
 def checkpoint_path(path: str) -> str:

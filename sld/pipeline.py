@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.adapters import EmbeddingSpec, LoraSpec
 from models.loader import StableDiffusion
 from models.tokenizer import CLIPTokenizer
 from sampling.guidance import GuidanceHook, GuidedDenoiser
@@ -32,10 +33,14 @@ class Output:
 
 
 class Pipeline:
-    def __init__(self, model: StableDiffusion, source: str = "<in memory>"):
+    def __init__(self, model: StableDiffusion, source: str = "<in memory>", loras: Sequence[LoraSpec] = (),
+                 embeddings: Sequence[EmbeddingSpec] = ()):
+        """`loras`, `embeddings`: the adapter files already applied to `model` (for records; models/adapters.py)."""
         self.model = model
         self.source = source
-        self.tokenizer = CLIPTokenizer(max_length=model.cfg.text.max_length, pad_token_id=model.cfg.text.pad_token_id)
+        self.loras, self.embeddings = tuple(loras), tuple(embeddings)
+        self.tokenizer = CLIPTokenizer(max_length=model.cfg.text.max_length, pad_token_id=model.cfg.text.pad_token_id,
+                                       added_tokens=model.added_tokens)
         self.alphas_cumprod = alphas_cumprod(scaled_linear_betas())
 
     @property

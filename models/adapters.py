@@ -1,0 +1,83 @@
+"""LoRAs and textual-inversion embeddings applied at load: every file is read and checked against the model's shapes
+(`check_adapters`) before any weight changes (`apply_adapters`), so a bad file never leaves a model changed in part.
+Several LoRAs add up in the order given; embeddings take new rows of the text tower's token table."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from models.adapter_keys import adapter_targets
+from models.config import ModelConfig
+from models.embeddings import Embedding, add_embeddings, check_embedding
+from models.lora import LoraLayer, check_lora, merge_lora
+from models.tokenizer import CLIPTokenizer
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    path: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    path: str
+    token: str | None = None  # None: the file stem
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, str) or hasattr(value, "__fspath__")
+
+
+def _path_and(item, second) -> tuple:
+    """(path, second) from a path or a 2-sequence; anything else -> (None, None)."""
+    if isinstance(item, (tuple, list)):
+        return tuple(item) if len(item) == 2 else (None, None)
+    return item, second
+
+
+def lora_spec(item) -> LoraSpec:
+    """A path, a (path, scale) pair or a LoraSpec -> LoraSpec."""
+    if isinstance(item, LoraSpec):
+        return item
+    path, scale = _path_and(item, 1.0)
+    if not _is_path(path) or isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValueError(f"loras: {item!r} is not allowed; give a path or a (path, scale) pair with a number scale")
+    return LoraSpec(str(path), float(scale))
+
+
+def embedding_spec(item) -> EmbeddingSpec:
+    """A path, a (path, token) pair or an EmbeddingSpec -> EmbeddingSpec."""
+    if isinstance(item, EmbeddingSpec):
+        return item
+    path, token = _path_and(item, None)
+    if not _is_path(path) or not (token is None or isinstance(token, str)) or isinstance(item, (tuple, list)) and token is None:
+        raise ValueError(f"embeddings: {item!r} is not allowed; give a path or a (path, token) pair with a str token")
+    return EmbeddingSpec(str(path), token)
+
+
+@dataclass(frozen=True)
+class CheckedAdapters:
+    loras: list[LoraLayer]
+    embeddings: list[Embedding]
+
+
+def check_adapters(cfg: ModelConfig, shapes: dict[str, torch.Size], loras: Iterable[LoraSpec] = (),
+                   embeddings: Iterable[EmbeddingSpec] = ()) -> CheckedAdapters:
+    """Every file read and checked against the model of `cfg` with weights of `shapes`; the first bad file raises."""
+    loras, embeddings = list(loras), list(embeddings)
+    targets = adapter_targets(cfg, shapes) if loras else {}
+    layers = [layer for spec in loras for layer in check_lora(spec.path, spec.scale, targets, shapes)]
+    tokenizer, checked = CLIPTokenizer(), []
+    for spec in embeddings:
+        taken = {embedding.token.lower() for embedding in checked}
+        checked.append(check_embedding(spec.path, spec.token, cfg.text.width, tokenizer, taken))
+    return CheckedAdapters(layers, checked)
+
+
+def apply_adapters(model, adapters: CheckedAdapters) -> None:
+    """Merge the LoRAs into `model` (a StableDiffusion) and give its text tower and tokenizer the embeddings' words."""
+    merge_lora(model, adapters.loras)
+    model.added_tokens.update(add_embeddings(model.text_encoder.token_embedding, adapters.embeddings))
