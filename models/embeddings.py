@@ -31,6 +31,8 @@ class Embedding:
 
 
 def _vectors(path: Path) -> torch.Tensor:
+    if not path.is_file():
+        raise AdapterError(f"{path}: no such file; expected {EXPECTED}")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         loaded = read_pickle(path)
         if isinstance(loaded, dict) and isinstance(loaded.get(A1111_PICKLE_KEY), dict):
