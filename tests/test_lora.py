@@ -178,3 +178,23 @@ def test_metadata_alpha_of_diffusers_files(checkpoint, folder, reference_parts, 
     once = load(checkpoint, loras=[plain]).model.state_dict()[key] - tiny_weights[key]
     twice = load(checkpoint, loras=[str(folder / "meta.safetensors")]).model.state_dict()[key] - tiny_weights[key]
     assert (twice - 2 * once).abs().max().item() <= WEIGHT_TOL and once.abs().max().item() > 0.1
+
+
+def test_sd2_unet_and_fused_openclip_attention(reference_sd2_parts, tiny_sd2_original, reference_tokenizer,
+                                               tmp_path):
+    """SD 2: linear transformer projections, and q/k/v LoRAs landing in thirds of OpenCLIP's fused in_proj_weight
+    (diffusers' fused text weights brought to open_clip names by models/diffusers_keys.py, itself checked against
+    diffusers' `convert_open_clip_checkpoint` in tests/test_sd2.py)."""
+    from models.diffusers_keys import clip_to_openclip, text_encoder_to_compvis
+
+    unet, _, text = reference_sd2_parts
+    save_safetensors(tiny_sd2_original, tmp_path / "sd2.safetensors")
+    lora = write_lora(tmp_path / "sd2-lora.safetensors", layers(unet), layers(text), "kohya", seed=90, alpha=2)
+    reference = diffusers_pipeline(reference_sd2_parts, reference_tokenizer, loras=[(lora, 0.6)])
+    merged = load(str(tmp_path / "sd2.safetensors"), loras=[(lora, 0.6)]).model.state_dict()
+    expected_text = clip_to_openclip(text_encoder_to_compvis(reference.text_encoder.state_dict()))
+    got_unet = convert_ldm_unet_checkpoint(merged, unet.config)
+    for got, expected in ((got_unet, reference.unet.state_dict()), ({k: merged[k] for k in expected_text}, expected_text)):
+        assert max((got[k] - expected[k]).abs().max().item() for k in expected) <= WEIGHT_TOL
+    key = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
+    assert (merged[key] - tiny_sd2_original[key]).abs().min(dim=1).values.gt(0).all()  # every row of q, k and v moved
