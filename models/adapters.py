@@ -3,8 +3,10 @@
 Several LoRAs add up in the order given; embeddings take new rows of the text tower's token table."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -26,6 +28,11 @@ class EmbeddingSpec:
     path: str
     token: str | None = None  # None: the file stem
 
+    @property
+    def word(self) -> str:
+        """The prompt word: the token given, else the file stem (the A1111 convention)."""
+        return Path(self.path).stem if self.token is None else self.token
+
 
 def _is_path(value) -> bool:
     return isinstance(value, str) or hasattr(value, "__fspath__")
@@ -43,7 +50,7 @@ def lora_spec(item) -> LoraSpec:
     if isinstance(item, LoraSpec):
         return item
     path, scale = _path_and(item, 1.0)
-    if not _is_path(path) or isinstance(scale, bool) or not isinstance(scale, (int, float)):
+    if not _is_path(path) or isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"loras: {item!r} is not allowed; give a path or a (path, scale) pair with a number scale")
     return LoraSpec(str(path), float(scale))
 
@@ -73,7 +80,7 @@ def check_adapters(cfg: ModelConfig, shapes: dict[str, torch.Size], loras: Itera
     tokenizer, checked = CLIPTokenizer(), []
     for spec in embeddings:
         taken = {embedding.token.lower() for embedding in checked}
-        checked.append(check_embedding(spec.path, spec.token, cfg.text.width, tokenizer, taken))
+        checked.append(check_embedding(spec.path, spec.word, cfg.text.width, tokenizer, taken))
     return CheckedAdapters(layers, checked)
 
 

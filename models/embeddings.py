@@ -2,7 +2,7 @@
 
 Files: A1111 `.pt` (`string_to_param: {"*": [k, width]}`, read with the safe unpickler of models/checkpoint.py),
 A1111 `.safetensors` (`emb_params`), and diffusers' `learned_embeds` (one entry, `{"<token>": [width] or [k, width]}`).
-The prompt word is the file stem unless one is given (the A1111 convention). `check_embedding` reads and checks a file
+The prompt word is the file stem unless one is given (the A1111 convention, `EmbeddingSpec.word`). `check_embedding` reads and checks a file
 before anything changes; `add_embeddings` appends the vectors as new rows of the text tower's token table and returns
 each word's ids, which the tokenizer (models/tokenizer.py, `added_tokens`) puts where the word appears.
 """
@@ -48,11 +48,10 @@ def _vectors(path: Path) -> torch.Tensor:
     return vectors[None] if vectors.ndim == 1 else vectors
 
 
-def check_embedding(path: str, token: str | None, width: int, tokenizer: CLIPTokenizer, taken: set[str]) -> Embedding:
-    """The file's vectors and its word; a width other than the text tower's, or a word the tokenizer (or an earlier
-    embedding in `taken`) already knows, raises one AdapterError."""
+def check_embedding(path: str, token: str, width: int, tokenizer: CLIPTokenizer, taken: set[str]) -> Embedding:
+    """The file's vectors and its word `token`; a width other than the text tower's, or a word the tokenizer (or an
+    earlier embedding in `taken`) already knows, raises one AdapterError."""
     path = Path(path)
-    token = path.stem if token is None else token
     vectors = _vectors(path)
     if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.shape[1] != width:
         raise AdapterError(f"{path}: embedding of shape {tuple(vectors.shape)}; the text tower needs [k, {width}] "

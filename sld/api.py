@@ -12,7 +12,7 @@ from models.sd1 import TINY_SD1
 from models.toy import TOY_WEIGHTS
 from sampling.parameterization import PREDICTIONS
 from sld.pipeline import Pipeline
-from sld.settings import ModelSection, torch_dtype
+from sld.settings import ModelSection, embedding_specs, lora_specs, torch_dtype
 
 TINY = "tiny"
 TOY = "toy"
@@ -86,11 +86,27 @@ def check_device(name: str) -> torch.device:
     return device
 
 
-def load_pipeline(section: ModelSection) -> Pipeline:
-    """The model a run's model section names, its path and device checked first."""
+def check_adapter_paths(section: ModelSection) -> None:
+    """Every --lora and --embedding file exists (a clear error before any loading)."""
+    for flag, specs in (("--lora", lora_specs(section)), ("--embedding", embedding_specs(section))):
+        for spec in specs:
+            if not os.path.isfile(spec.path):
+                form = "FILE[:SCALE]" if flag == "--lora" else "FILE[:TOKEN]"
+                raise ValueError(f"{flag} {spec.path!r}: no such file; allowed: {form} with an existing .safetensors, "
+                                 ".pt, .ckpt, .pth or .bin file")
+
+
+def check_model_section(section: ModelSection) -> None:
     check_model_path(section.path)
+    check_adapter_paths(section)
+
+
+def load_pipeline(section: ModelSection) -> Pipeline:
+    """The model a run's model section names (with its adapters), its paths and device checked first."""
+    check_model_section(section)
     return load(section.path, device=check_device(section.device), dtype=torch_dtype(section.dtype),
-                ema=section.ema, prediction=section.prediction)
+                ema=section.ema, prediction=section.prediction, loras=lora_specs(section),
+                embeddings=embedding_specs(section))
 
 
 def native_size(pipe: Pipeline) -> int:

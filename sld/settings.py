@@ -2,10 +2,12 @@
 records: which model to load and how to sample. Plain dataclasses (omegaconf structured-config schemas); the
 command line (sld/cli/config.py) reads and checks them, sld.api loads a model section, sld/io/records.py records both.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from models.adapters import EmbeddingSpec, LoraSpec
+from models.checkpoint import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 from sampling.samplers import Plan, plan_sampling
 from sampling.schedule import alphas_cumprod, scaled_linear_betas
 
@@ -20,6 +22,8 @@ class ModelSection:
     device: str = "cpu"
     ema: bool = False  # use the EMA UNet weights of a CompVis training checkpoint
     prediction: str | None = None  # None: detect | "epsilon" | "v"
+    loras: list[str] = field(default_factory=list)  # "FILE" or "FILE:SCALE", merged in order (models/adapters.py)
+    embeddings: list[str] = field(default_factory=list)  # textual inversion: "FILE" (token: the stem) or "FILE:TOKEN"
 
 
 @dataclass
@@ -31,6 +35,32 @@ class SamplerSection:
     eta: float = 0.0  # samplers that take it: ddim, ddpm
     karras: bool = False  # Karras sigmas, for the samplers that support them
     seed: int = 0  # image k of a run uses seed + k
+
+
+ADAPTER_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
+
+
+def lora_specs(section: ModelSection) -> tuple[LoraSpec, ...]:
+    """`FILE:SCALE` -> (FILE, SCALE) when SCALE reads as a number, else the whole text is the file (scale 1)."""
+    specs = []
+    for text in section.loras:
+        path, _, scale = text.rpartition(":")
+        try:
+            specs.append(LoraSpec(path, float(scale)) if path else LoraSpec(text))
+        except ValueError:
+            specs.append(LoraSpec(text))
+    return tuple(specs)
+
+
+def embedding_specs(section: ModelSection) -> tuple[EmbeddingSpec, ...]:
+    """`FILE:TOKEN` -> (FILE, TOKEN) when the part before the last colon ends in a weight-file suffix, else the whole
+    text is the file (token: its stem)."""
+    specs = []
+    for text in section.embeddings:
+        path, _, token = text.rpartition(":")
+        given = path.lower().endswith(ADAPTER_SUFFIXES) and token
+        specs.append(EmbeddingSpec(path, token) if given else EmbeddingSpec(text))
+    return tuple(specs)
 
 
 def torch_dtype(name: str) -> torch.dtype:

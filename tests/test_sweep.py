@@ -157,7 +157,8 @@ BAD_GRIDS = {
     "unknown key": (["sweep.sld.treshold=[0.1]"], "sweep key 'sld.treshold' is unknown; allowed: sampler.name, "
                     "sampler.spacing, sampler.steps, sampler.cfg, sampler.eta, sampler.karras, sld.preset, "
                     "sld.concept, sld.guidance_scale, sld.threshold, sld.warmup_steps, sld.momentum_scale, "
-                    "sld.momentum_beta, hooks.names, prompt.negative, hooks.args.<hook>.<keyword>"),
+                    "sld.momentum_beta, hooks.names, prompt.negative, model.loras, model.embeddings, "
+                    "hooks.args.<hook>.<keyword>"),
     "seeds are not swept": (["sweep.sampler.seed=[1,2]"], "sweep key 'sampler.seed' is unknown; allowed: sampler.name"),
     "not a list": (["sweep.sampler.steps=3"], "sweep key 'sampler.steps' has 3; allowed: a non-empty list of values"),
     "empty list": (["sweep.sampler.steps=[]"], "sweep key 'sampler.steps' has []; allowed: a non-empty list"),

@@ -44,9 +44,17 @@ class Flag:
     repeat: bool = False  # each use appends one item to the key's list
 
 
+LORA = Flag("--lora", "model.loras", "FILE[:SCALE]", "a LoRA (kohya/A1111, LoCon or diffusers/PEFT .safetensors) merged "
+            "into the weights at SCALE (default 1); repeat for several, they add up", repeat=True)
+EMBEDDING = Flag("--embedding", "model.embeddings", "FILE[:TOKEN]", "a textual-inversion embedding (A1111 .pt or "
+                 ".safetensors, diffusers learned_embeds) that TOKEN (default: the file name without suffix) stands "
+                 "for in prompts; repeat for several", repeat=True)
+
 FLAGS = (
     Flag("--model", "model.path", "PATH", "'toy' (the shipped toy model, 64x64 shape scenes), 'tiny' (random "
          "weights, draws noise), a .safetensors/.ckpt file or a diffusers folder"),
+    LORA,
+    EMBEDDING,
     Flag("--prompt", "prompt.text", "TEXT", "the prompt"),
     Flag("--prompt-file", "prompt.file", "FILE", "UTF-8 text, one prompt per line (blank and # lines skipped)"),
     Flag("--negative", "prompt.negative", "TEXT", "negative prompt (replaces the unconditional prompt)"),
@@ -81,7 +89,7 @@ FLAGS = (
     Flag("--out", "out", "DIR", "output directory"),
 )
 
-_COMMON = ("--model", "--prompt", "--negative", "--concept", "--sampler", "--spacing", "--steps", "--cfg", "--seed",
+_COMMON = ("--model", "--lora", "--embedding", "--prompt", "--negative", "--concept", "--sampler", "--spacing", "--steps", "--cfg", "--seed",
            "--n", "--height", "--width", "--dtype", "--device", "--out", "--hook", "--plugin")
 _GENERATE = _COMMON + ("--prompt-file", "--preset", "--sld-guidance-scale", "--sld-threshold", "--sld-warmup-steps",
                        "--sld-momentum-scale", "--sld-momentum-beta")
@@ -89,6 +97,8 @@ COMMAND_FLAGS = {"generate": _GENERATE, "compare": _COMMON + ("--settings",), "s
 
 I2P_FLAGS = (
     Flag("--model", "model.path", "PATH", "'toy', 'tiny' (random weights), a .safetensors/.ckpt file or a diffusers folder"),
+    LORA,
+    EMBEDDING,
     Flag("--dtype", "model.dtype", "NAME", "dtype to compute in", choices=DTYPE_NAMES),
     Flag("--device", "model.device", "NAME", "device type every process uses: cpu, cuda, mps (one process: also "
          "cuda:N)"),

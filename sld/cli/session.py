@@ -8,7 +8,7 @@ from tqdm import tqdm
 from sld.api import load_pipeline, native_size
 from sld.cli.config import RunConfig, hook_chain
 from sld.hooks.resolve import Safety
-from sld.io.model_id import model_id
+from sld.io.model_id import model_id_of
 from sld.io.records import generation_record
 from sld.pipeline import Output, Pipeline
 from sld.settings import sampling_plan, spacing_of
@@ -36,7 +36,7 @@ def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
     spacing = spacing_of(run.sampler, plan)
     cfg = pipe.model.cfg
     hooks = [{"name": name, "args": run.hooks.args.get(name, {})} for name in run.hooks.names]
-    record = generation_record(model=run.model, model_id=model_id(run.model.path), family=cfg.family,
+    record = generation_record(model=run.model, model_id=model_id_of(run.model), family=cfg.family,
                                prediction=cfg.prediction, sampler=run.sampler, spacing=spacing,
                                timesteps=plan.schedule.timesteps, height=height, width=width,
                                negative_prompt=run.prompt.negative, hooks=hooks)

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from sld import __version__
-from sld.api import check_model_path, load_pipeline
+from sld.api import check_model_section, load_pipeline
 from sld.eval.config import I2PConfig, sampler_section
 from sld.eval.manifest import (MANIFEST, PROMPTS_FILE, RUN_FILE, append_lines, jsonl_text, merge_manifests,
                                open_for_append, part_path, read_jsonl, remove_temporaries)
@@ -28,7 +28,7 @@ from sld.eval.shard import Shard, check_scale, launch
 from sld.eval.workitems import Batch, WorkItem, initial_latents, plan_batches
 from sld.hooks.resolve import resolve_safety
 from sld.io.files import prepare_output_dir, write_atomic
-from sld.io.model_id import ModelId, model_id
+from sld.io.model_id import ModelId, model_id_of
 from sld.io.records import canonical, generation_record, is_done, save_png
 from sld.pipeline import Pipeline
 from sld.settings import sampling_plan, spacing_of
@@ -53,7 +53,7 @@ def run_identity(config: I2PConfig, prompts_file: Path, rows_in_file: int, selec
     selection.pop("file")
     return canonical({
         "model": {"name": model.name, "hash": model.hash, "dtype": config.model.dtype, "ema": config.model.ema,
-                  "prediction": config.model.prediction},
+                  "prediction": config.model.prediction, **model.adapter_fields()},
         "sampler": dataclasses.asdict(config.sampler),
         "images": dataclasses.asdict(config.images),
         "prompts": {"file": prompts_file.name, "sha256": _file_digest(prompts_file), "rows_in_file": rows_in_file,
@@ -86,7 +86,7 @@ def check_identity(out: Path, identity: dict) -> None:
 def prepare(config: I2PConfig) -> RunPlan:
     """Everything checked, nothing written but the output folder: runs in every process before the launch."""
     check_scale(config.scale, config.model.device)
-    check_model_path(config.model.path)
+    check_model_section(config.model)
     prompts_file = Path(config.prompts.file) if config.prompts.file else sample_prompts_path()
     every_row = read_prompts(prompts_file)
     selection = config.prompts
@@ -94,7 +94,7 @@ def prepare(config: I2PConfig) -> RunPlan:
     images = config.images
     batches = plan_batches(rows, config.settings, images.per_prompt, images.batch_size, images.height, images.width)
     out = prepare_output_dir(config.out)
-    model = model_id(config.model.path)
+    model = model_id_of(config.model)
     identity = run_identity(config, prompts_file, len(every_row), len(rows), model)
     check_identity(out, identity)
     return RunPlan(config, out, rows, batches, model, identity)

@@ -54,6 +54,18 @@ def safety_infotext(safety: dict | None) -> dict:
     return _sega_fields(safety) if safety["method"] == "sega" else _sld_fields(safety)
 
 
+def adapter_infotext(model: dict) -> dict:
+    """AUTOMATIC1111's `Lora hashes` and `TI hashes` ("name: hash, ..."), and the scales, which A1111 writes into the
+    prompt as <lora:name:scale>, as `Lora scales`."""
+    fields = {}
+    if model.get("loras"):
+        fields["Lora hashes"] = ", ".join(f"{Path(lora['name']).stem}: {lora['hash']}" for lora in model["loras"])
+        fields["Lora scales"] = ", ".join(f"{Path(lora['name']).stem}: {lora['scale']}" for lora in model["loras"])
+    if model.get("embeddings"):
+        fields["TI hashes"] = ", ".join(f"{item['token']}: {item['hash']}" for item in model["embeddings"])
+    return fields
+
+
 def _hook_text(hook: dict) -> str:
     args = ", ".join(f"{key}={value}" for key, value in hook["args"].items())
     return f"{hook['name']}({args})" if args else hook["name"]
@@ -74,7 +86,8 @@ def parameters_text(record: dict) -> str:
         lines.append(f"Negative prompt: {record['negative_prompt']}")
     fields = {"Steps": record["steps"], "Sampler": A1111_SAMPLERS.get(record["sampler"], record["sampler"]),
               "CFG scale": record["cfg_scale"], "Seed": record["seed"], "Size": f"{record['width']}x{record['height']}",
-              "Model hash": record["model"]["hash"], "Model": Path(record["model"]["name"]).stem}
+              "Model hash": record["model"]["hash"], "Model": Path(record["model"]["name"]).stem,
+              **adapter_infotext(record["model"])}
     if record["karras"]:
         fields["Schedule type"] = "Karras"
     if record["eta"]:

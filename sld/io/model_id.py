@@ -13,6 +13,7 @@ from pathlib import Path
 from models.diffusers_keys import PART_CONVERTERS, weight_file
 from sld.api import TINY, TOY, checkpoint_path
 from sld.io.files import write_atomic
+from sld.settings import ModelSection, embedding_specs, lora_specs
 
 SHORT_HASH = 10
 CHUNK = 1 << 24
@@ -23,6 +24,12 @@ TINY_ID_HASH = "tiny"  # the in-memory random model has no file; its weights are
 class ModelId:
     name: str
     hash: str
+    loras: tuple[dict, ...] = ()  # {"name", "hash", "scale"} per LoRA, in the order they are merged
+    embeddings: tuple[dict, ...] = ()  # {"name", "hash", "token"} per textual-inversion file
+
+    def adapter_fields(self) -> dict:
+        """The adapters as a record lists them: only the kinds a model has, so plain models keep their records."""
+        return {key: list(value) for key, value in (("loras", self.loras), ("embeddings", self.embeddings)) if value}
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -90,3 +97,15 @@ def model_id(path: str) -> ModelId:
     if path == TOY:
         return ModelId(TOY, full_hash(checkpoint_path(TOY))[:SHORT_HASH])
     return ModelId(Path(path).name, full_hash(path)[:SHORT_HASH])
+
+
+def file_id(path: str) -> dict:
+    return {"name": Path(path).name, "hash": full_hash(path)[:SHORT_HASH]}
+
+
+def model_id_of(section: ModelSection) -> ModelId:
+    """The model of a run's model section with every adapter file it applies (name, short hash, scale or token)."""
+    base = model_id(section.path)
+    loras = tuple({**file_id(spec.path), "scale": spec.scale} for spec in lora_specs(section))
+    embeddings = tuple({**file_id(spec.path), "token": spec.word} for spec in embedding_specs(section))
+    return ModelId(base.name, base.hash, loras, embeddings)

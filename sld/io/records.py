@@ -39,7 +39,7 @@ def generation_record(*, model: ModelSection, model_id: ModelId, family: str, pr
     return {
         "version": __version__,
         "model": {"name": model_id.name, "hash": model_id.hash, "family": family, "prediction": prediction,
-                  "ema": model.ema},
+                  "ema": model.ema, **model_id.adapter_fields()},
         "dtype": model.dtype,
         "device": model.device,
         "negative_prompt": negative_prompt,

@@ -2,14 +2,17 @@
 
 Every grid point (a run) draws every image of the base configuration: prompt p, image j with seed
 `sampler.seed + p * n + j`, as `sld generate` does, so a sweep image is the `sld generate` image of its settings,
-record and file name included. The model is loaded once. In the output folder:
+record and file name included. The model is loaded once per distinct model section (runs that sweep `model.loras`
+or `model.embeddings` take turns, one model in memory at a time). In the output folder:
 
     runs/<run id>/<image>.png      images with their records and telemetry, written atomically; an image whose
                                    record (and telemetry) is already there is skipped, so a rerun resumes
     sheets/sheet-<p>-<prompt>.png  one contact sheet per prompt: a row per run, labelled with its values, and a
-                                   column per seed; written when that prompt's images are done
+                                   column per seed; written when that prompt's images are done (by the last model)
     runs.csv, telemetry.csv        tables for a notebook (sld/cli/sweep/tables.py)
 """
+import dataclasses
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,25 +92,42 @@ def write_sheet(out: Path, images: list[SweepImage], points: list[Point]) -> boo
     return True
 
 
+def model_groups(points: list[Point]) -> list[list[Point]]:
+    """The points by model section (path, dtype, adapters, ...), in order of first appearance."""
+    groups: dict[str, list[Point]] = {}
+    for point in points:
+        groups.setdefault(json.dumps(dataclasses.asdict(point.run.model), sort_keys=True), []).append(point)
+    return list(groups.values())
+
+
 def run_sweep(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> int:
     base, grid = read_sweep(config_files, overrides, flags)
     points = grid_points(base, grid)
-    first = points[0].run  # model, prompts, images and output folder are the base's: not sweepable
+    first = points[0].run  # prompts, images and output folder are the base's: not sweepable
     prompts = prompts_of(first.prompt)
     out = prepare_output_dir(first.out)
-    pipe = load_pipeline(first.model)
-    sessions = [start_session(point.run, pipe) for point in points]
-    images = plan_sweep(points, sessions, plan_images(prompts, first.image.n, first.sampler.seed), out)
-    pending = [image for image in images if not image.done()]
-    sheets = 0
-    with progress(sum(image.session.steps_per_image for image in pending), "sweep") as bar:
-        for prompt_index in range(len(prompts)):
-            for image in pending:
-                if image.job.prompt_index == prompt_index:
-                    write_image(image, bar)
-            sheets += write_sheet(out, [image for image in images if image.job.prompt_index == prompt_index], points)
+    jobs = plan_images(prompts, first.image.n, first.sampler.seed)
+    groups = model_groups(points)
+    images, written, sheets = [], 0, 0
+    for number, group in enumerate(groups):
+        pipe = load_pipeline(group[0].run.model)
+        group_images = plan_sweep(group, [start_session(point.run, pipe) for point in group], jobs, out)
+        images += group_images
+        pending = [image for image in group_images if not image.done()]
+        written += len(pending)
+        with progress(sum(image.session.steps_per_image for image in pending), "sweep") as bar:
+            for prompt_index in range(len(prompts)):
+                for image in pending:
+                    if image.job.prompt_index == prompt_index:
+                        write_image(image, bar)
+                if number == len(groups) - 1:
+                    prompt_images = sorted((image for image in images if image.job.prompt_index == prompt_index),
+                                           key=lambda image: (image.point.run_id, image.job.image_index))
+                    sheets += write_sheet(out, prompt_images, points)
+        del pipe
+    images.sort(key=lambda image: (image.job.prompt_index, image.point.run_id, image.job.image_index))
     telemetry = [read_telemetry(image.path) for image in images]
     write_tables(out, list(grid), [image.row(out) for image in images], telemetry)
-    print(f"sld: {len(pending)} written, {len(images) - len(pending)} already done, {len(points)} runs, {sheets} "
+    print(f"sld: {written} written, {len(images) - written} already done, {len(points)} runs, {sheets} "
           f"contact sheets written, tables runs.csv and telemetry.csv, in {out}", file=sys.stderr)
     return 0

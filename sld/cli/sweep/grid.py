@@ -5,6 +5,7 @@
       sld.preset: [none, medium, sega-max, negative]
       sampler.name: [ddim, pndm]
       hooks.args.myhook.scale: [0.5, 1.0]        # keyword arguments of a --hook / hooks.names factory
+      model.loras: [[], [style.safetensors:0.5], [style.safetensors:1.0]]   # a LoRA's scale (each value: a list)
 
 Nested mappings are read as dotted keys (`sweep: {sld: {threshold: [...]}}` is `sld.threshold`), so dotlist
 overrides reach the grid too: `sweep.sld.threshold=[0.0,0.01]`. The points are the cartesian product in the
@@ -34,7 +35,7 @@ def _fields(section: str, schema) -> list[str]:
 
 
 SWEEPABLE = tuple(key for key in _fields("sampler", SamplerSection) + _fields("sld", SLDSection)
-                  + ["hooks.names", "prompt.negative"] if key not in NOT_SWEPT)
+                  + ["hooks.names", "prompt.negative", "model.loras", "model.embeddings"] if key not in NOT_SWEPT)
 ALLOWED = ", ".join([*SWEEPABLE, HOOK_ARGUMENT_FORM])
 FORMAT = f"sweep: a mapping from dotted keys to non-empty lists of values; keys: {ALLOWED}"
 
