@@ -19,7 +19,7 @@ import torch
 
 from models import keys
 from models.config import ModelConfig
-from models.diffusers_keys import UNET_RESNET, unet_module
+from models.diffusers_keys import CLIP_OPTIONAL_PREFIX, UNET_RESNET, unet_module
 
 
 @dataclass(frozen=True)
@@ -111,5 +111,7 @@ def adapter_targets(cfg: ModelConfig, shapes: dict[str, torch.Size]) -> dict[str
     for tower, targets in tower_targets(cfg, shapes):
         for module, target in targets.items():
             names[tower.peft_prefix + module] = target
+            # transformers 5 saves CLIPTextModel without the `text_model.` level (models/diffusers_keys.py)
+            names[tower.peft_prefix + module.removeprefix(CLIP_OPTIONAL_PREFIX)] = target
             names.update({prefix + module.replace(".", "_"): target for prefix in tower.kohya_prefixes})
     return names
