@@ -9,6 +9,9 @@ the two implementations alternating, and the table shows medians over `--repeats
     python scripts/benchmark.py --quick          # tiny model at 64x64, seconds; what the test suite runs
     python scripts/benchmark.py --device cuda    # the same on a GPU in float16/bfloat16 (median of 20 calls)
 
+The LoRA row loads the same checkpoint with a random kohya LoRA of about 150 MB (float16; 1 MB with `--quick`) on
+every attention, feed-forward and projection layer of the UNet and the text encoder merged into the weights.
+
 The SLD evaluation is one UNet call for 3 guidance branches (unconditional, prompt, safety concept) of one
 latent: ours takes x [1, 4, h, w] with context [3, 77, 768]; diffusers takes x repeated 3 times, as its pipeline
 does. FLOPs per UNet evaluation are counted once with `torch.utils.flop_counter.FlopCounterMode` on the meta
@@ -54,11 +57,16 @@ class Setting:
 
 FULL = Setting("SD 1.5 (random weights), 512x512", SD1, 512, 2048)
 QUICK = Setting("tiny SD 1 topology (random weights), 64x64", TINY_SD1, 64, 1024)
+LORA_BYTES = {FULL.name: 150_000_000, QUICK.name: 1_000_000}  # float16 kohya file, as community style LoRAs come
+LORA_MODULES = ("proj_in", "proj_out", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q",
+                "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "self_attn.q_proj",
+                "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
 
 # (task, row label) per device; a task runs in its own subprocess and returns seconds and peak memory
 TASKS = {
     "cpu": (
         ("load", "load, float32 checkpoint from page cache"),
+        ("load-lora", "load with a kohya LoRA merged, float32, files from page cache"),
         ("sld-float32", "SLD evaluation (3 branches), float32"),
         ("sld-bfloat16", "SLD evaluation (3 branches), bfloat16"),
         ("vae-float32", "VAE decode, float32"),
@@ -66,6 +74,7 @@ TASKS = {
     ),
     "cuda": (
         ("load", "load to the GPU as float16, checkpoint from page cache"),
+        ("load-lora", "load to the GPU as float16 with a kohya LoRA merged, files from page cache"),
         ("sld-float16", "SLD evaluation (3 branches), float16"),
         ("sld-bfloat16", "SLD evaluation (3 branches), bfloat16"),
         ("vae-float16", "VAE decode, float16"),
@@ -118,12 +127,35 @@ def save_diffusers_folder(sd: dict[str, torch.Tensor], setting: Setting, folder:
     text.save_pretrained(folder / "text_encoder")
 
 
+def save_lora(sd: dict[str, torch.Tensor], setting: Setting, path: Path) -> None:
+    """A random kohya LoRA (float16, with alphas) on every attention, feed-forward and projection layer of the UNet
+    and text encoder, its rank chosen so that the file has about LORA_BYTES[setting] bytes."""
+    from safetensors.torch import save_file
+
+    from models.adapter_keys import adapter_targets
+
+    shapes = {k: v.shape for k, v in sd.items()}
+    targets = {name: t for name, t in adapter_targets(setting.cfg, shapes).items()
+               if name.startswith(("lora_unet_", "lora_te_")) and name.endswith(
+                   tuple(m.replace(".", "_") for m in LORA_MODULES))}
+    widths = sum(shapes[t.key][0] + shapes[t.key][1] for t in targets.values())
+    rank = max(1, round(LORA_BYTES[setting.name] / 2 / widths))
+    g, tensors = torch.Generator().manual_seed(2), {}
+    for name, target in targets.items():
+        out, inp, *kernel = shapes[target.key]
+        tensors[f"{name}.lora_down.weight"] = (torch.randn(rank, inp, *kernel, generator=g) / inp ** 0.5).half()
+        tensors[f"{name}.lora_up.weight"] = (torch.randn(out, rank, *kernel, generator=g) / rank ** 0.5).half()
+        tensors[f"{name}.alpha"] = torch.tensor(rank / 2, dtype=torch.float16)
+    save_file(tensors, path)
+
+
 def prepare(setting: Setting, workdir: Path) -> None:
     from safetensors.torch import save_file
 
     sd = random_weights(setting.cfg, seed=0, dtype=torch.float32)
     save_file(sd, workdir / "model.safetensors")
     save_diffusers_folder(sd, setting, workdir / "diffusers")
+    save_lora(sd, setting, workdir / "lora.safetensors")
 
 
 def read_into_page_cache(folder: Path) -> None:
@@ -135,20 +167,29 @@ def read_into_page_cache(folder: Path) -> None:
 
 # ---------------------------------------------------------------- one measurement (child process)
 
-def load_ours(workdir: Path, dtype: torch.dtype, device: str):
+def load_ours(workdir: Path, dtype: torch.dtype, device: str, lora: bool = False):
+    from models.adapters import LoraSpec
     from models.loader import load_checkpoint
 
-    return load_checkpoint(workdir / "model.safetensors", dtype=dtype, device=device).model
+    loras = [LoraSpec(str(workdir / "lora.safetensors"))] if lora else []
+    return load_checkpoint(workdir / "model.safetensors", dtype=dtype, device=device, loras=loras).model
 
 
-def load_diffusers(workdir: Path, dtype: torch.dtype, device: str) -> dict:
-    """All three parts, as a pipeline holds them (ours loads the whole single file too)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def load_diffusers(workdir: Path, dtype: torch.dtype, device: str, lora: bool = False) -> dict:
+    """All three parts, as a pipeline holds them (ours loads the whole single file too); with `lora`, the LoRA loaded
+    by `load_lora_weights` and merged by `fuse_lora`, as ours merges it."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}
-    return {part: cls.from_pretrained(workdir / "diffusers" / part, torch_dtype=dtype).to(device).eval()
-            for part, cls in classes.items()}
+    parts = {part: cls.from_pretrained(workdir / "diffusers" / part, torch_dtype=dtype).to(device).eval()
+             for part, cls in classes.items()}
+    if lora:
+        pipe = StableDiffusionPipeline(**parts, tokenizer=None, scheduler=DDIMScheduler(), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+        pipe.load_lora_weights(str(workdir / "lora.safetensors"))
+        pipe.fuse_lora()
+    return parts
 
 
 def sld_call(impl: str, workdir: Path, setting: Setting, dtype: torch.dtype, device: str):
@@ -210,10 +251,10 @@ def timed_median(call, device: str) -> dict:
 def measure(impl: str, task: str, workdir: Path, setting: Setting, device: str) -> dict:
     """Times of the task: the load itself, or (CPU) one call after one untimed warm-up call."""
     import_implementation(impl)
-    if task == "load":
+    if task in ("load", "load-lora"):
         dtype = torch.float32 if device == "cpu" else torch.float16
         load = load_ours if impl == "ours" else load_diffusers
-        return timed(lambda: load(workdir, dtype, device), device)
+        return timed(lambda: load(workdir, dtype, device, lora=task == "load-lora"), device)
     kind, dtype_name = task.split("-")
     call = (sld_call if kind == "sld" else vae_call)(impl, workdir, setting, DTYPES[dtype_name], device)
     if device == "cuda":
@@ -353,6 +394,7 @@ def main() -> None:
         workdir = Path(tmp)
         start = time.perf_counter()
         prepare(setting, workdir)
+        lora_megabytes = (workdir / "lora.safetensors").stat().st_size / 1e6
         print(f"prepared weights in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         read_into_page_cache(workdir)
         flops = unet_flops(setting.cfg, latent)
@@ -361,7 +403,9 @@ def main() -> None:
         results = collect(workdir, args.repeats, args.quick, args.threads, args.device)
     print(f"## {setting.name}, {args.device}: medians of {args.repeats} run(s), one subprocess per measurement\n")
     print("\n".join(table(results, flops, peaks, args.device)))
-    print(f"\nUNet evaluation: {flops / 1e9:.1f} GFLOP for {BRANCHES} branches ({flops / BRANCHES / 1e9:.1f} per image), "
+    print(f"\nLoRA: {lora_megabytes:.0f} MB kohya file (float16) on every attention, feed-forward and projection layer; "
+          "diffusers loads it with load_lora_weights and merges it with fuse_lora (needs peft).")
+    print(f"UNet evaluation: {flops / 1e9:.1f} GFLOP for {BRANCHES} branches ({flops / BRANCHES / 1e9:.1f} per image), "
           "counted by FlopCounterMode.")
     if args.device == "cuda":
         print(f"GPU: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}; GPU times are medians of {GPU_CALLS} "

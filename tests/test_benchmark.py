@@ -6,6 +6,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 TASKS = (
     "load, float32 checkpoint from page cache",
+    "load with a kohya LoRA merged, float32, files from page cache",
     "SLD evaluation (3 branches), float32",
     "SLD evaluation (3 branches), bfloat16",
     "VAE decode, float32",
@@ -15,6 +16,7 @@ ROWS = (
     *(f"{task} (s)" for task in TASKS),
     *(f"CPU time: {task} (s)" for task in TASKS),
     "peak RSS: load, float32 checkpoint from page cache (MB)",
+    "peak RSS: load with a kohya LoRA merged, float32, files from page cache (MB)",
     "peak RSS: SLD evaluation (3 branches), float32 (MB)",
     "peak RSS: SLD evaluation (3 branches), bfloat16 (MB)",
     "peak RSS: VAE decode, float32 (MB)",
@@ -42,3 +44,4 @@ def test_quick_benchmark_prints_every_row():
         assert len(cells) == 4, cells
         assert all(float(value) > 0 for value in cells[1:]), cells
     assert any(line.startswith("UNet evaluation:") and "GFLOP" in line for line in lines)
+    assert any(line.startswith("LoRA: 1 MB kohya file") for line in lines)
