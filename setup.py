@@ -23,6 +23,7 @@ setup(
             "pytest>=7",
             "diffusers==0.42.1",
             "transformers==5.24.0",
+            "peft==0.21.2",  # diffusers' load_lora_weights / fuse_lora, the LoRA reference (tests/test_lora.py)
             "nbclient>=0.9",
             "nbformat>=5.9",
             "ipykernel>=6",

@@ -96,7 +96,8 @@ def openclip_targets(shapes: dict[str, torch.Size]) -> dict[str, Target]:
             block = key.removesuffix("attn.in_proj_weight")
             for index, name in enumerate(FUSED_QKV):
                 targets[layer + name] = Target(key, (index * width, (index + 1) * width))
-            targets.update({layer + name: Target(f"{block}{theirs}.weight") for name, theirs in OPENCLIP_MODULES.items()})
+            for name, theirs in OPENCLIP_MODULES.items():
+                targets[layer + name] = Target(f"{block}{theirs}.weight")
     return targets
 
 

@@ -60,7 +60,8 @@ def embedding_spec(item) -> EmbeddingSpec:
     if isinstance(item, EmbeddingSpec):
         return item
     path, token = _path_and(item, None)
-    if not _is_path(path) or not (token is None or isinstance(token, str)) or isinstance(item, (tuple, list)) and token is None:
+    paired = isinstance(item, (tuple, list))
+    if not _is_path(path) or not (isinstance(token, str) if paired else token is None):
         raise ValueError(f"embeddings: {item!r} is not allowed; give a path or a (path, token) pair with a str token")
     return EmbeddingSpec(str(path), token)
 

@@ -2,9 +2,10 @@
 
 Files: A1111 `.pt` (`string_to_param: {"*": [k, width]}`, read with the safe unpickler of models/checkpoint.py),
 A1111 `.safetensors` (`emb_params`), and diffusers' `learned_embeds` (one entry, `{"<token>": [width] or [k, width]}`).
-The prompt word is the file stem unless one is given (the A1111 convention, `EmbeddingSpec.word`). `check_embedding` reads and checks a file
-before anything changes; `add_embeddings` appends the vectors as new rows of the text tower's token table and returns
-each word's ids, which the tokenizer (models/tokenizer.py, `added_tokens`) puts where the word appears.
+The prompt word is the file stem unless one is given (the A1111 convention, `EmbeddingSpec.word`).
+`check_embedding` reads and checks a file before anything changes; `add_embeddings` appends the vectors as new rows
+of the text tower's token table and returns each word's ids, which the tokenizer (models/tokenizer.py,
+`added_tokens`) puts where the word appears.
 """
 from __future__ import annotations
 

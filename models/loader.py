@@ -37,7 +37,7 @@ class StableDiffusion(nn.Module):
         self.first_stage_model = AutoencoderKL(cfg.vae)
         encoder = OpenCLIPTextEncoder if cfg.text.kind == "openclip" else CLIPTextEncoder
         self.cond_stage_model = encoder(cfg.text)
-        self.added_tokens: dict[str, tuple[int, ...]] = {}  # textual-inversion words -> their token ids (models/adapters.py)
+        self.added_tokens: dict[str, tuple[int, ...]] = {}  # textual-inversion words -> token ids (models/adapters.py)
 
     @property
     def unet(self) -> UNet:

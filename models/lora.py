@@ -52,7 +52,8 @@ def _metadata_alphas(path: Path) -> dict[str, float]:
     if patterns:
         raise AdapterError(f"{path}: per-module alpha or rank patterns in {METADATA_KEY} ({format_keys(patterns)}) "
                            "are not supported; allowed: one lora_alpha per component, or .alpha keys")
-    return {key.removesuffix("lora_alpha"): float(value) for key, value in config.items() if key.endswith(".lora_alpha")}
+    alphas = {key: value for key, value in config.items() if key.endswith(".lora_alpha")}
+    return {key.removesuffix("lora_alpha"): float(value) for key, value in alphas.items()}
 
 
 def _modules(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -83,7 +84,8 @@ def _fits(delta: tuple[int, ...], weight: tuple[int, ...]) -> bool:
 
 
 def _shape_problem(down: torch.Tensor, up: torch.Tensor, weight: tuple[int, ...]) -> str | None:
-    if down.ndim not in (2, 4) or up.ndim != down.ndim or up.shape[1] != down.shape[0] or up.shape[2:] not in ((), (1, 1)):
+    matrices = down.ndim in (2, 4) and up.ndim == down.ndim and up.shape[2:] in ((), (1, 1))
+    if not matrices or up.shape[1] != down.shape[0]:
         return f"down {tuple(down.shape)} and up {tuple(up.shape)} are not [rank, in(, kh, kw)] and [out, rank(, 1, 1)]"
     if not _fits(delta_shape(down, up), weight):
         return f"delta {delta_shape(down, up)} for a weight of {weight}"

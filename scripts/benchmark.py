@@ -403,8 +403,8 @@ def main() -> None:
         results = collect(workdir, args.repeats, args.quick, args.threads, args.device)
     print(f"## {setting.name}, {args.device}: medians of {args.repeats} run(s), one subprocess per measurement\n")
     print("\n".join(table(results, flops, peaks, args.device)))
-    print(f"\nLoRA: {lora_megabytes:.0f} MB kohya file (float16) on every attention, feed-forward and projection layer; "
-          "diffusers loads it with load_lora_weights and merges it with fuse_lora (needs peft).")
+    print(f"\nLoRA: {lora_megabytes:.0f} MB kohya file (float16) on every attention, feed-forward and projection "
+          "layer; diffusers loads it with load_lora_weights and merges it with fuse_lora (needs peft).")
     print(f"UNet evaluation: {flops / 1e9:.1f} GFLOP for {BRANCHES} branches ({flops / BRANCHES / 1e9:.1f} per image), "
           "counted by FlopCounterMode.")
     if args.device == "cuda":

@@ -21,7 +21,8 @@ def lora_tensors(modules: list[tuple[str, nn.Module]], fmt: str, prefix: str, se
         kernel = module.kernel_size if isinstance(module, nn.Conv2d) else ()
         fan_in = module.weight[0].numel()
         down = torch.randn(rank, module.weight.shape[1], *kernel, generator=generator, dtype=torch.float64)
-        up = torch.randn(module.weight.shape[0], rank, *((1, 1) if kernel else ()), generator=generator, dtype=torch.float64)
+        up = torch.randn(module.weight.shape[0], rank, *((1, 1) if kernel else ()), generator=generator,
+                         dtype=torch.float64)
         down, up = down / fan_in ** 0.5, up / rank ** 0.5
         if fmt == "kohya":
             key = prefix + name.replace(".", "_")

@@ -111,8 +111,8 @@ def test_a_lora_for_another_model_is_one_line(tmp_path, capsys):
     save_file({"lora_unet_down_blocks_7_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8),
                "lora_unet_down_blocks_7_attentions_0_proj_in.lora_up.weight": torch.zeros(8, 4)},
               tmp_path / "other.safetensors")
-    assert main(["generate", "--model", "tiny", "--prompt", "a cat", *FAST, "--lora", str(tmp_path / "other.safetensors"),
-                 "--out", str(tmp_path / "out")]) == 2
+    assert main(["generate", "--model", "tiny", "--prompt", "a cat", *FAST, "--lora",
+                 str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "other.safetensors: LoRA modules that match nothing in the model" in err
     assert not list((tmp_path / "out").glob("*.png"))

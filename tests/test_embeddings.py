@@ -20,7 +20,8 @@ WIDTH = 128  # the tiny model's text width
 
 
 def vectors(count: int, seed: int, width: int = WIDTH) -> torch.Tensor:
-    return 3 * torch.randn(count, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) / width ** 0.5
+    generator = torch.Generator().manual_seed(seed)
+    return 3 * torch.randn(count, width, generator=generator, dtype=torch.float64) / width ** 0.5
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,8 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_embeddings_match_diffusers(files, reference_parts, reference_tokenizer, case):
     ours_spec, theirs_spec, prompt = CASES[case]
-    ours = sld.load(str(files / "tiny.safetensors"), dtype=torch.float64,
-                    embeddings=[(str(files / name), token) if token else str(files / name) for name, token in ours_spec])
+    given = [(str(files / name), token) if token else str(files / name) for name, token in ours_spec]
+    ours = sld.load(str(files / "tiny.safetensors"), dtype=torch.float64, embeddings=given)
     theirs = diffusers_pipeline(reference_parts, reference_tokenizer,
                                 embeddings=[(files / name, token) for name, token in theirs_spec])
     rewritten = theirs.maybe_convert_prompt(prompt, theirs.tokenizer)

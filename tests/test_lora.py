@@ -121,8 +121,8 @@ def test_sld_medium_on_a_fused_lora_matches_the_safe_pipeline(checkpoint, folder
     safe = reference_pipeline((fused.unet, fused.vae, fused.text_encoder), reference_tokenizer,
                               float64_scheduler("DDIMScheduler"))
     steps, preset = 20, sld.PRESETS["medium"]
-    expected = safe(PROMPT, height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=7.5, latents=latents(), output_type="np",
-                    **diffusers_sld_kwargs(preset)).images
+    expected = safe(PROMPT, height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=7.5, latents=latents(),
+                    output_type="np", **diffusers_sld_kwargs(preset)).images
     got = our_images(load(checkpoint, loras=[(lora, 0.7)]), safety="medium", steps=steps)
     base = our_images(load(checkpoint), safety="medium", steps=steps)
     assert_same_and_visible(got, expected, base)
@@ -173,7 +173,8 @@ def test_metadata_alpha_of_diffusers_files(checkpoint, folder, reference_parts, 
     unet, _, _ = reference_parts
     plain = write_lora(folder / "plain.safetensors", layers(unet, "attn1.to_q"), [], "peft", seed=80)
     tensors = load_file(plain)
-    save_file(tensors, folder / "meta.safetensors", metadata={"lora_adapter_metadata": '{"unet.lora_alpha": 8, "unet.r": 4}'})
+    metadata = {"lora_adapter_metadata": '{"unet.lora_alpha": 8, "unet.r": 4}'}
+    save_file(tensors, folder / "meta.safetensors", metadata=metadata)
     key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
     once = load(checkpoint, loras=[plain]).model.state_dict()[key] - tiny_weights[key]
     twice = load(checkpoint, loras=[str(folder / "meta.safetensors")]).model.state_dict()[key] - tiny_weights[key]
@@ -194,7 +195,8 @@ def test_sd2_unet_and_fused_openclip_attention(reference_sd2_parts, tiny_sd2_ori
     merged = load(str(tmp_path / "sd2.safetensors"), loras=[(lora, 0.6)]).model.state_dict()
     expected_text = clip_to_openclip(text_encoder_to_compvis(reference.text_encoder.state_dict()))
     got_unet = convert_ldm_unet_checkpoint(merged, unet.config)
-    for got, expected in ((got_unet, reference.unet.state_dict()), ({k: merged[k] for k in expected_text}, expected_text)):
+    got_text = {k: merged[k] for k in expected_text}
+    for got, expected in ((got_unet, reference.unet.state_dict()), (got_text, expected_text)):
         assert max((got[k] - expected[k]).abs().max().item() for k in expected) <= WEIGHT_TOL
     key = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
     assert (merged[key] - tiny_sd2_original[key]).abs().min(dim=1).values.gt(0).all()  # every row of q, k and v moved

@@ -44,8 +44,8 @@ class Flag:
     repeat: bool = False  # each use appends one item to the key's list
 
 
-LORA = Flag("--lora", "model.loras", "FILE[:SCALE]", "a LoRA (kohya/A1111, LoCon or diffusers/PEFT .safetensors) merged "
-            "into the weights at SCALE (default 1); repeat for several, they add up", repeat=True)
+LORA = Flag("--lora", "model.loras", "FILE[:SCALE]", "a LoRA (kohya/A1111, LoCon or diffusers/PEFT .safetensors) "
+            "merged into the weights at SCALE (default 1); repeat for several, they add up", repeat=True)
 EMBEDDING = Flag("--embedding", "model.embeddings", "FILE[:TOKEN]", "a textual-inversion embedding (A1111 .pt or "
                  ".safetensors, diffusers learned_embeds) that TOKEN (default: the file name without suffix) stands "
                  "for in prompts; repeat for several", repeat=True)
@@ -89,8 +89,8 @@ FLAGS = (
     Flag("--out", "out", "DIR", "output directory"),
 )
 
-_COMMON = ("--model", "--lora", "--embedding", "--prompt", "--negative", "--concept", "--sampler", "--spacing", "--steps", "--cfg", "--seed",
-           "--n", "--height", "--width", "--dtype", "--device", "--out", "--hook", "--plugin")
+_COMMON = ("--model", "--lora", "--embedding", "--prompt", "--negative", "--concept", "--sampler", "--spacing",
+           "--steps", "--cfg", "--seed", "--n", "--height", "--width", "--dtype", "--device", "--out", "--hook", "--plugin")
 _GENERATE = _COMMON + ("--prompt-file", "--preset", "--sld-guidance-scale", "--sld-threshold", "--sld-warmup-steps",
                        "--sld-momentum-scale", "--sld-momentum-beta")
 COMMAND_FLAGS = {"generate": _GENERATE, "compare": _COMMON + ("--settings",), "sweep": _GENERATE}
