@@ -121,9 +121,9 @@ def check_lora(path: str, scale: float, targets: dict[str, Target], shapes: dict
     return layers
 
 
-def lora_delta(layer: LoraLayer, dtype: torch.dtype) -> torch.Tensor:
-    """scale * alpha / rank * up @ down, in `dtype`; kernels as [out, in * kh * kw] products (a LoCon layer)."""
-    down, up = layer.down.to(dtype), layer.up.to(dtype)
+def lora_delta(layer: LoraLayer, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """scale * alpha / rank * up @ down, in `dtype` on `device`; kernels as [out, in * kh * kw] products (LoCon)."""
+    down, up = layer.down.to(device, dtype), layer.up.to(device, dtype)
     # kohya sd-scripts networks/lora.py merge_to: up @ down scaled by multiplier * alpha / rank
     return layer.factor * (up.flatten(1) @ down.flatten(1)).reshape(delta_shape(down, up))
 
@@ -135,5 +135,5 @@ def merge_lora(model: nn.Module, layers: list[LoraLayer]) -> None:
         weight = model.get_parameter(layer.target.key)
         rows = slice(*layer.target.rows) if layer.target.rows else slice(None)
         compute = torch.float64 if weight.dtype == torch.float64 else torch.float32
-        merged = weight[rows].to(compute) + lora_delta(layer, compute).to(weight.device).reshape(weight[rows].shape)
+        merged = weight[rows].to(compute) + lora_delta(layer, compute, weight.device).reshape(weight[rows].shape)
         weight[rows] = merged.to(weight.dtype)

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 import sld
 from adapter_files import diffusers_pipeline, layers, write_lora
+from models.adapters import EmbeddingSpec
 from models.checkpoint import CheckpointError
 from models.lora import AdapterError
 from reference import save_safetensors
@@ -86,6 +87,7 @@ def test_lora_and_embedding_together(files, reference_parts, reference_tokenizer
 def test_vectors_take_new_rows_and_positions(tmp_path):
     save_file({"emb_params": vectors(2, 2)}, tmp_path / "sldduo.safetensors")
     pipe = sld.load("tiny", embeddings=[str(tmp_path / "sldduo.safetensors")])
+    assert pipe.embeddings == (EmbeddingSpec(str(tmp_path / "sldduo.safetensors")),) and pipe.loras == ()
     table = pipe.text_encoder.token_embedding.weight
     assert table.shape[0] == 49408 + 2 and torch.equal(table[-2:], vectors(2, 2).float())
     ids = pipe.tokenizer("A SLDDUO cat")[0].tolist()

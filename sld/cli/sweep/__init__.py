@@ -38,7 +38,7 @@ SHEETS_FOLDER = "sheets"
 @dataclass(frozen=True)
 class SweepImage:
     point: Point
-    session: Session
+    session: Session | None  # None once its model's images are written, so that the model can be freed
     job: ImageJob
     record: dict
     path: Path
@@ -112,7 +112,7 @@ def run_sweep(config_files: list[str], overrides: list[str], flags: dict[str, ob
     for number, group in enumerate(groups):
         pipe = load_pipeline(group[0].run.model)
         group_images = plan_sweep(group, [start_session(point.run, pipe) for point in group], jobs, out)
-        images += group_images
+        images += [dataclasses.replace(image, session=None) for image in group_images]
         pending = [image for image in group_images if not image.done()]
         written += len(pending)
         with progress(sum(image.session.steps_per_image for image in pending), "sweep") as bar:
@@ -124,7 +124,7 @@ def run_sweep(config_files: list[str], overrides: list[str], flags: dict[str, ob
                     prompt_images = sorted((image for image in images if image.job.prompt_index == prompt_index),
                                            key=lambda image: (image.point.run_id, image.job.image_index))
                     sheets += write_sheet(out, prompt_images, points)
-        del pipe
+        del pipe, group_images, pending
     images.sort(key=lambda image: (image.job.prompt_index, image.point.run_id, image.job.image_index))
     telemetry = [read_telemetry(image.path) for image in images]
     write_tables(out, list(grid), [image.row(out) for image in images], telemetry)
