@@ -41,20 +41,20 @@ def load(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = tor
     token is the file stem unless given. Every file is checked before the model changes (models/adapters.py).
     """
     check_prediction_override(prediction)
-    lora_specs, embedding_specs = tuple(map(lora_spec, loras)), tuple(map(embedding_spec, embeddings))
+    loras, embeddings = tuple(map(lora_spec, loras)), tuple(map(embedding_spec, embeddings))
     if str(path) == TINY:
         cfg = TINY_SD1 if prediction is None else dataclasses.replace(TINY_SD1, prediction=prediction)
         model = random_model(cfg, seed=0, dtype=dtype, device=device)
         shapes = {k: v.shape for k, v in model.state_dict().items()}
-        apply_adapters(model, check_adapters(cfg, shapes, lora_specs, embedding_specs))
-        return Pipeline(model, source=TINY, loras=lora_specs, embeddings=embedding_specs)
+        apply_adapters(model, check_adapters(cfg, shapes, loras, embeddings))
+        return Pipeline(model, source=TINY, loras=loras, embeddings=embeddings)
     source = TOY if str(path) == TOY else path
     loaded = load_checkpoint(checkpoint_path(path), device=device, dtype=dtype, ema=ema, prediction=prediction,
-                             loras=lora_specs, embeddings=embedding_specs)
+                             loras=loras, embeddings=embeddings)
     cfg = loaded.model.cfg
     print(f"sld: {loaded.path}: {cfg.family}, prediction={cfg.prediction!r} ({loaded.prediction_reason})",
           file=sys.stderr)
-    return Pipeline(loaded.model, source=source, loras=lora_specs, embeddings=embedding_specs)
+    return Pipeline(loaded.model, source=source, loras=loras, embeddings=embeddings)
 
 
 def checkpoint_path(path: str) -> str:
@@ -88,10 +88,11 @@ def check_device(name: str) -> torch.device:
 
 def check_adapter_paths(section: ModelSection) -> None:
     """Every --lora and --embedding file exists (a clear error before any loading)."""
-    for flag, specs in (("--lora", lora_specs(section)), ("--embedding", embedding_specs(section))):
+    for flag, specs in (("--lora (model.loras)", lora_specs(section)),
+                        ("--embedding (model.embeddings)", embedding_specs(section))):
         for spec in specs:
             if not os.path.isfile(spec.path):
-                form = "FILE[:SCALE]" if flag == "--lora" else "FILE[:TOKEN]"
+                form = "FILE[:SCALE]" if flag.startswith("--lora") else "FILE[:TOKEN]"
                 raise ValueError(f"{flag} {spec.path!r}: no such file; allowed: {form} with an existing .safetensors, "
                                  ".pt, .ckpt, .pth or .bin file")
 

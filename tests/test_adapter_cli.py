@@ -98,8 +98,10 @@ def test_i2p_run_records_adapters(files, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--lora", "missing.safetensors:0.5"], "--lora 'missing.safetensors': no such file; allowed: FILE[:SCALE]"),
-    (["--embedding", "missing.pt:<x>"], "--embedding 'missing.pt': no such file; allowed: FILE[:TOKEN]"),
+    (["--lora", "missing.safetensors:0.5"], "--lora (model.loras) 'missing.safetensors': no such file; allowed: "
+                                            "FILE[:SCALE]"),
+    (["--embedding", "missing.pt:<x>"], "--embedding (model.embeddings) 'missing.pt': no such file; allowed: "
+                                        "FILE[:TOKEN]"),
 ])
 def test_missing_adapter_files_are_one_line(tmp_path, capsys, flags, message):
     assert main(["generate", "--model", "tiny", "--prompt", "a cat", *FAST, *flags, "--out", str(tmp_path)]) == 2
