@@ -118,3 +118,12 @@ def test_a_lora_for_another_model_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "other.safetensors: LoRA modules that match nothing in the model" in err
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_compare_grid_records_adapters(files, tmp_path):
+    lora, embedding = files
+    assert main(["compare", "--model", "tiny", "--lora", str(lora), "--embedding", f"{embedding}:<thing>", "--prompt",
+                 "a <thing>", "--settings", "none,medium", *FAST, "--out", str(tmp_path / "grid")]) == 0
+    model = read_record(only_png(tmp_path / "grid"))["model"]
+    assert model["loras"] == [{"name": "style.safetensors", "hash": short_hash(lora), "scale": 1.0}]
+    assert model["embeddings"][0]["token"] == "<thing>"
