@@ -117,12 +117,17 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.
     return LoadedCheckpoint(model, str(path), has_ema, found.prediction_reason)
 
 
+def model_shapes(cfg: ModelConfig) -> dict[str, torch.Size]:
+    """The shape of every tensor of the model for `cfg` (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        return {k: v.shape for k, v in StableDiffusion(cfg).state_dict().items()}
+
+
 def random_weights(cfg: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
     """Seeded values (drawn in `dtype`) for EVERY tensor of the model: weights ~ N(0, 1/fan_in), norm scales ~
     1 + N(0, 0.1^2), biases ~ N(0, 0.1^2). Default inits zero some layers (output convs, biases) and would hide
     mapping bugs. Drawing in float32 halves the memory of a full-size model (4 GB instead of 8 GB for SD 1)."""
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in StableDiffusion(cfg).state_dict().items()}
+    shapes = model_shapes(cfg)
     generator = torch.Generator().manual_seed(seed)
     weights = {}
     for name, shape in shapes.items():

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from models.adapters import apply_adapters, check_adapters, embedding_spec, lora_spec
-from models.loader import load_checkpoint, random_model
+from models.loader import load_checkpoint, model_shapes, random_model
 from models.sd1 import TINY_SD1
 from models.toy import TOY_WEIGHTS
 from sampling.parameterization import PREDICTIONS
@@ -44,9 +44,9 @@ def load(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = tor
     loras, embeddings = tuple(map(lora_spec, loras)), tuple(map(embedding_spec, embeddings))
     if str(path) == TINY:
         cfg = TINY_SD1 if prediction is None else dataclasses.replace(TINY_SD1, prediction=prediction)
+        adapters = check_adapters(cfg, model_shapes(cfg), loras, embeddings)
         model = random_model(cfg, seed=0, dtype=dtype, device=device)
-        shapes = {k: v.shape for k, v in model.state_dict().items()}
-        apply_adapters(model, check_adapters(cfg, shapes, loras, embeddings))
+        apply_adapters(model, adapters)
         return Pipeline(model, source=TINY, loras=loras, embeddings=embeddings)
     source = TOY if str(path) == TOY else path
     loaded = load_checkpoint(checkpoint_path(path), device=device, dtype=dtype, ema=ema, prediction=prediction,

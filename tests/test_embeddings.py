@@ -95,7 +95,13 @@ def test_vectors_take_new_rows_and_positions(tmp_path):
     assert pipe.tokenizer.decode(ids) == "a sldduo cat"
 
 
-def test_bad_embeddings_are_named(files, tmp_path):
+def test_bad_embeddings_are_named_before_the_model_is_built(files, tmp_path, monkeypatch):
+    import models.loader
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the embeddings were checked")
+
+    monkeypatch.setattr(models.loader, "build", no_model)
     checkpoint = str(files / "tiny.safetensors")
     save_file({"emb_params": vectors(2, 9, width=64)}, tmp_path / "narrow.safetensors")
     save_file({"a": vectors(1, 9), "b": vectors(1, 9)}, tmp_path / "two.safetensors")
