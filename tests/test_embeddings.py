@@ -133,3 +133,23 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"string_to_param": {"*": vectors(1, 0)}, "date": datetime.date(2023, 1, 1)}, tmp_path / "sldevil.pt")
     with pytest.raises(CheckpointError, match=r"sldevil\.pt: refused to unpickle the global 'datetime.date'"):
         sld.load("tiny", embeddings=[str(tmp_path / "sldevil.pt")])
+
+
+def test_sd2_openclip_tower_takes_embeddings(reference_sd2_parts, tiny_sd2_original, reference_tokenizer, tmp_path):
+    """SD 2: the vectors become rows of OpenCLIP's token table; the context matches transformers' text model after
+    diffusers' load_textual_inversion, for the same ids (within 1e-10)."""
+    from models.sd2 import TINY_SD2
+
+    save_safetensors(tiny_sd2_original, tmp_path / "sd2.safetensors")
+    width = TINY_SD2.text.width
+    save_file({"emb_params": vectors(2, 11, width=width)}, tmp_path / "duo.safetensors")
+    ours = sld.load(str(tmp_path / "sd2.safetensors"), dtype=torch.float64,
+                    embeddings=[(str(tmp_path / "duo.safetensors"), "<duo>")])
+    theirs = diffusers_pipeline(reference_sd2_parts, reference_tokenizer,
+                                embeddings=[(tmp_path / "duo.safetensors", "<duo>")])
+    prompt = "a <duo> painting"
+    ids = ours.tokenizer(prompt)
+    expected_ids = theirs.tokenizer(theirs.maybe_convert_prompt(prompt, theirs.tokenizer)).input_ids
+    assert ids[0, : len(expected_ids)].tolist() == expected_ids
+    with torch.no_grad():
+        assert (ours.text_encoder(ids) - theirs.text_encoder(ids).last_hidden_state).abs().max().item() <= 1e-10
