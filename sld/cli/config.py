@@ -19,7 +19,7 @@ from sampling.registry import HOOKS, SAMPLERS, get_hook
 from sld.cli.flags import SLD_CHOICES, describe
 from sld.cli.plugins import import_plugins
 from sld.cli.yamlconfig import config_error, merge, parse_dotlist, read_yaml
-from sld.eval.config import STRATEGIES, I2PConfig, sampler_section
+from sld.eval.config import STRATEGIES, CocoConfig, I2PConfig, sampler_section
 from sld.eval.prompts import check_categories
 from sld.hooks.resolve import NONE, SETTING_NAMES, Safety, guidance_hooks, resolve_safety
 from sld.hooks.safety import PRESET_VALUES, SLD_VALUES, preset
@@ -131,6 +131,14 @@ def load_i2p_config(config_files: list[str], overrides: list[str], flags: dict[s
     return run
 
 
+def load_coco_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> CocoConfig:
+    """Defaults <- YAML files <- dotlist overrides <- flags (dotted key -> value); validated."""
+    files = [(path, read_yaml(path, CocoConfig)) for path in config_files]
+    run = config_object(merged_config(CocoConfig, files, overrides, flags), CocoConfig)
+    check_coco_config(run)
+    return run
+
+
 def _check_choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{describe(key)}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")
@@ -218,15 +226,29 @@ def _check_settings(settings: list[str]) -> None:
 
 def check_i2p_config(run: I2PConfig) -> None:
     """Every value `sld i2p generate` uses, before any model work: ValueError naming the key and what is allowed."""
-    _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
     check_categories(run.prompts.categories)
     if run.prompts.sample is not None:
         _at_least("prompts.sample", run.prompts.sample, 1)
+    _check_run_sections(run, ", or null for each row's sd_image_{key}")
+
+
+def check_coco_config(run: CocoConfig) -> None:
+    """Every value `sld coco generate` uses, before any model work (the captions file is read by the command)."""
+    if run.captions.sample is not None:
+        _at_least("captions.sample", run.captions.sample, 1)
+    if run.sampler.cfg < 0:
+        raise ValueError(f"{describe('sampler.cfg')}={run.sampler.cfg} is invalid; allowed: a number >= 0")
+    _check_run_sections(run, ", or null for the model's default")
+
+
+def _check_run_sections(run: I2PConfig | CocoConfig, size_alternative: str) -> None:
+    """The sections both evaluation runs share: model dtype, sampler, images, settings and scale."""
+    _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
     sampling_plan(sampler_section(run.sampler))
     _at_least("images.per_prompt", run.images.per_prompt, 1)
     _at_least("images.batch_size", run.images.batch_size, 1)
     for key in ("height", "width"):
-        _check_size("images." + key, getattr(run.images, key), f", or null for each row's sd_image_{key}")
+        _check_size("images." + key, getattr(run.images, key), size_alternative.format(key=key))
     _check_settings(run.settings)
     _at_least("scale.devices", run.scale.devices, 1)
     _at_least("scale.num_nodes", run.scale.num_nodes, 1)

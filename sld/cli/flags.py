@@ -120,7 +120,23 @@ I2P_FLAGS = (
     Flag("--strategy", "scale.strategy", "NAME", "Lightning strategy", choices=STRATEGIES),
     Flag("--out", "out", "DIR", "run directory (created; rerun to continue)"),
 )
-FLAG_BY_KEY = {flag.key: flag for flag in (*FLAGS, *I2P_FLAGS)}  # a key both configurations have: the same flag
+_I2P_BY_NAME = {flag.name: flag for flag in I2P_FLAGS}
+COCO_FLAGS = (
+    *(_I2P_BY_NAME[name] for name in ("--model", "--lora", "--embedding", "--dtype", "--device")),
+    Flag("--captions", "captions.file", "FILE", "COCO captions_val2014.json or captions_val2017.json (default with "
+         "--model toy: the shipped toy captions)"),
+    Flag("--sample", "captions.sample", "N", "captions to use, one per image id, a seeded sample (default: 30000, "
+         "or every captioned image of a smaller file)", int),
+    Flag("--sample-seed", "captions.sample_seed", "N", "seed of the caption sample", int),
+    _I2P_BY_NAME["--settings"],
+    Flag("--height", "images.height", "PX", "image height (default: 64 for toy/tiny, else 512)", int),
+    Flag("--width", "images.width", "PX", "image width (default: 64 for toy/tiny, else 512)", int),
+    *(_I2P_BY_NAME[name] for name in ("--batch-size", "--sampler", "--steps")),
+    next(flag for flag in FLAGS if flag.name == "--cfg"),
+    *(_I2P_BY_NAME[name] for name in ("--devices", "--num-nodes", "--strategy", "--out")),
+)
+# a key several configurations have: the same flag
+FLAG_BY_KEY = {flag.key: flag for flag in (*FLAGS, *I2P_FLAGS, *COCO_FLAGS)}
 
 
 def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...], defaults: object,

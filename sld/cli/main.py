@@ -7,6 +7,8 @@
     sld sweep --config configs/sweeps/example.yaml sampler.steps=30
     sld info v1-5-pruned-emaonly.safetensors
     sld toy-eval --out toy-report.md
+    sld i2p generate | score | report ...     (sld/cli/i2p.py)
+    sld coco generate | score | report ...    (sld/cli/coco.py)
 
 Bad input is one line on stderr naming the problem and what is allowed, exit status 2; Ctrl-C exits 130 and
 keeps every finished image.
@@ -17,6 +19,7 @@ import sys
 
 from sld import __version__
 from sld.cli import toy_eval
+from sld.cli.coco import add_coco_parser, run_coco
 from sld.cli.compare import run_compare
 from sld.cli.config import RunConfig, load_run_config
 from sld.cli.flags import COMMAND_FLAGS, FLAGS, add_flags
@@ -59,9 +62,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     top = OneLineParser(prog="sld", description="Safe Latent Diffusion: generate, compare and inspect.")
     top.add_argument("--version", action="version", version=f"sld {__version__}")
-    commands = top.add_subparsers(dest="command", required=True, metavar="{generate,compare,sweep,info,toy-eval,i2p}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="{generate,compare,sweep,info,toy-eval,i2p,coco}")
     parsers = {name: commands.add_parser(name, help=text, description=text) for name, text in DESCRIPTIONS.items()}
     parsers["i2p"] = add_i2p_parser(commands)
+    parsers["coco"] = add_coco_parser(commands)
     for command in ("generate", "compare", "sweep"):
         _add_run_arguments(parsers[command], command)
     parsers["info"].add_argument("path", help="a .safetensors/.ckpt file, a diffusers folder, 'toy' or 'tiny'")
@@ -76,6 +80,8 @@ def run(argv: list[str]) -> int:
     command, parser = argv[0], parsers[argv[0]]
     if command == "i2p":  # nested subcommands: parse_intermixed_args refuses subparsers
         return run_i2p(parser.parse_args(argv[1:]))
+    if command == "coco":
+        return run_coco(parser.parse_args(argv[1:]))
     args = vars(parser.parse_intermixed_args(argv[1:]))
     if command == "info":
         return run_info(args["path"])

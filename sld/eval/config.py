@@ -59,3 +59,35 @@ def sampler_section(section: I2PSamplerSection, guidance: float = 7.5, seed: int
     """The main command's sampler section for one prompt row (its guidance scale and seed)."""
     return SamplerSection(name=section.name, spacing=section.spacing, steps=section.steps, cfg=guidance,
                           eta=section.eta, karras=section.karras, seed=seed)
+
+
+@dataclass
+class CaptionsSection:
+    file: str | None = None  # the COCO captions JSON; None: the shipped toy captions (--model toy only)
+    sample: int | None = None  # None: 30,000 (FID-30k), or every captioned image of a smaller file
+    sample_seed: int = 0
+
+
+@dataclass
+class CocoSamplerSection(I2PSamplerSection):
+    cfg: float = 7.5  # the paper's guidance scale for every caption
+
+
+@dataclass
+class CocoImagesSection(ImagesSection):
+    per_prompt: int = 1  # FID-30k: one image per caption
+    height: int | None = None  # None: 64 for the built-in models, else 512 (SD 1.x, the paper's model)
+    width: int | None = None
+
+
+@dataclass
+class CocoConfig:
+    """`sld coco generate`: the I2P run's sections, with COCO captions for prompts and one guidance scale."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    captions: CaptionsSection = field(default_factory=CaptionsSection)
+    sampler: CocoSamplerSection = field(default_factory=CocoSamplerSection)
+    images: CocoImagesSection = field(default_factory=CocoImagesSection)
+    settings: list[str] = field(default_factory=lambda: ["none", *PRESET_VALUES])
+    scale: ScaleSection = field(default_factory=ScaleSection)
+    out: str = "runs/coco"

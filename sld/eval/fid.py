@@ -146,19 +146,26 @@ def features_of(paths: list[Path], extract: FeatureExtractor, batch_size: int, c
     return np.concatenate(chunks)
 
 
+def reference_paths(folder: str | Path, dim: int, crop: int | None = None) -> list[Path]:
+    """The reference images, checked: enough for statistics of `dim`-d features, of one size unless cropped."""
+    paths = image_files(folder)
+    need = minimum_images(dim)
+    if len(paths) < need:
+        raise ValueError(f"reference folder {str(folder)!r} holds {len(paths)} images, but statistics of "
+                         f"{dim}-d features need at least {need} (a full-rank covariance); allowed: a folder "
+                         f"of {need} images or more")
+    if crop is None:
+        check_sizes(paths, f"reference folder {str(folder)!r}", "one size, or a reference crop size "
+                                                                "(--reference-crop) that centre-crops and resizes "
+                                                                "every image first")
+    return paths
+
+
 def reference_statistics(folder: str | Path, extract: FeatureExtractor, cache_dir: Path, batch_size: int,
                          crop: int | None = None) -> tuple[Statistics, Path, bool]:
     """(statistics, their .npz, whether they came from the cache) of the images in `folder`; every check runs
     before any feature is computed."""
-    paths = image_files(folder)
-    need = minimum_images(extract.dim)
-    if len(paths) < need:
-        raise ValueError(f"reference folder {str(folder)!r} holds {len(paths)} images, but statistics of "
-                         f"{extract.dim}-d features need at least {need} (a full-rank covariance); allowed: a folder "
-                         f"of {need} images or more")
-    if crop is None:
-        check_sizes(paths, f"reference folder {str(folder)!r}", "one size, or a reference crop size that "
-                                                                "centre-crops and resizes every image first")
+    paths = reference_paths(folder, extract.dim, crop)
     key = _cache_key(paths, extract.signature(), crop)
     path = cache_dir / f"reference-{key[:24]}.npz"
     cached = _read_cached(path, key)

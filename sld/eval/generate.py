@@ -36,28 +36,33 @@ from sld.settings import sampling_plan, spacing_of
 
 @dataclass(frozen=True)
 class RunPlan:
-    config: I2PConfig
+    config: I2PConfig  # or sld.eval.config.CocoConfig: the same model, sampler, images, settings and scale sections
     out: Path
     rows: list[PromptRow]
     batches: list[Batch]
     model: ModelId
     identity: dict  # what every image shares; a rerun into the same folder must match it (run.json adds the version)
+    benchmark: str = "i2p"  # names the command in messages and the record's key ("i2p", "coco")
+    row_lines: dict[int, dict] | None = None  # prompts.jsonl line and record fields per row; None: the I2P row's own
 
 
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_identity(config: I2PConfig, prompts_file: Path, rows_in_file: int, selected: int, model: ModelId) -> dict:
-    selection = dataclasses.asdict(config.prompts)
-    selection.pop("file")
+def file_identity(path: Path) -> dict:
+    """A prompt file as run.json names it: its name and the sha256 of its bytes."""
+    return {"file": path.name, "sha256": _file_digest(path)}
+
+
+def run_identity(config: I2PConfig, prompts: dict, model: ModelId) -> dict:
+    """`prompts`: the prompt file's identity and the selection made from it."""
     return canonical({
         "model": {"name": model.name, "hash": model.hash, "dtype": config.model.dtype, "ema": config.model.ema,
                   "prediction": config.model.prediction, **model.adapter_fields()},
         "sampler": dataclasses.asdict(config.sampler),
         "images": dataclasses.asdict(config.images),
-        "prompts": {"file": prompts_file.name, "sha256": _file_digest(prompts_file), "rows_in_file": rows_in_file,
-                    "selected": selected, **selection},
+        "prompts": prompts,
     })
 
 
@@ -91,22 +96,31 @@ def prepare(config: I2PConfig) -> RunPlan:
     every_row = read_prompts(prompts_file)
     selection = config.prompts
     rows = select_prompts(every_row, selection.categories, selection.hard, selection.sample, selection.sample_seed)
+    chosen = dataclasses.asdict(selection)
+    chosen.pop("file")
+    prompts = {**file_identity(prompts_file), "rows_in_file": len(every_row), "selected": len(rows), **chosen}
+    return plan_run(config, rows, prompts)
+
+
+def plan_run(config: I2PConfig, rows: list[PromptRow], prompts: dict, benchmark: str = "i2p",
+             row_lines: dict[int, dict] | None = None) -> RunPlan:
+    """The batches of the selected rows, the output folder proven writable, the identity checked against a rerun's."""
     images = config.images
     batches = plan_batches(rows, config.settings, images.per_prompt, images.batch_size, images.height, images.width)
     out = prepare_output_dir(config.out)
     model = model_id_of(config.model)
-    identity = run_identity(config, prompts_file, len(every_row), len(rows), model)
+    identity = run_identity(config, prompts, model)
     check_identity(out, identity)
-    return RunPlan(config, out, rows, batches, model, identity)
+    return RunPlan(config, out, rows, batches, model, identity, benchmark, row_lines)
 
 
-def warn_other_thread_count(out: Path, rank: int) -> None:
+def warn_other_thread_count(out: Path, rank: int, benchmark: str = "i2p") -> None:
     """CPU kernels reduce in an order that depends on the thread count, so images are byte-identical to the run that
     wrote run.json only when this process computes with as many threads (OMP_NUM_THREADS sets it)."""
     recorded = json.loads((out / RUN_FILE).read_text(encoding="utf-8")).get("threads")
     threads = torch.get_num_threads()
     if recorded is not None and recorded != threads:
-        print(f"sld i2p: warning: process {rank} computes with {threads} threads but {out / RUN_FILE} records "
+        print(f"sld {benchmark}: warning: process {rank} computes with {threads} threads but {out / RUN_FILE} records "
               f"{recorded}; its images may differ from that run's by round-off (a few pixel values by 1). Set "
               f"OMP_NUM_THREADS={recorded} for byte-identical images.", file=sys.stderr)
 
@@ -117,7 +131,8 @@ def start_run(plan: RunPlan) -> None:
     if not (plan.out / RUN_FILE).is_file():
         run_file = {**plan.identity, "version": __version__, "threads": torch.get_num_threads()}
         write_atomic(plan.out / RUN_FILE, json.dumps(run_file, indent=1, sort_keys=True) + "\n")
-    write_atomic(plan.out / PROMPTS_FILE, jsonl_text([row.to_json() for row in plan.rows]))
+    lines = [row.to_json() if plan.row_lines is None else plan.row_lines[row.index] for row in plan.rows]
+    write_atomic(plan.out / PROMPTS_FILE, jsonl_text(lines))
     remove_temporaries(plan.out)
     merge_manifests(plan.out)
 
@@ -143,9 +158,15 @@ class Recorder:
                                  negative_prompt=None, hooks=[])
         return canonical({**base, "prompt": row.prompt, "prompt_index": row.index, "image_index": item.image,
                           "seed": row.seed, **resolve_safety(item.setting).record_fields(),
-                          "i2p": {"id": item.id, "setting": item.setting, "categories": list(row.categories),
-                                  "images_per_prompt": self.plan.config.images.per_prompt,
-                                  "batch": [member.id for member in batch]}})
+                          self.plan.benchmark: {"id": item.id, "setting": item.setting, **self.row_fields(row),
+                                                "images_per_prompt": self.plan.config.images.per_prompt,
+                                                "batch": [member.id for member in batch]}})
+
+    def row_fields(self, row: PromptRow) -> dict:
+        """What the record adds about the row: I2P's categories, or the run's own line (a COCO image and caption id)."""
+        if self.plan.row_lines is None:
+            return {"categories": list(row.categories)}
+        return {key: value for key, value in self.plan.row_lines[row.index].items() if key not in ("index", "caption")}
 
 
 def generate_batch(config: I2PConfig, pipe: Pipeline, batch: Batch) -> list:
@@ -193,7 +214,7 @@ def generate_shard(plan: RunPlan, shard: Shard) -> int:
     recorder = Recorder(plan, pipe, shard.device.type)
     written = 0
     with open_for_append(part_path(plan.out, shard.rank)) as manifest, \
-            tqdm(total=sum(map(len, mine)), desc="i2p generate", unit="image", disable=shard.rank != 0,
+            tqdm(total=sum(map(len, mine)), desc=f"{plan.benchmark} generate", unit="image", disable=shard.rank != 0,
                  dynamic_ncols=True) as bar:
         for batch in mine:
             written += write_batch(plan, pipe, recorder, batch, done, manifest)
@@ -202,17 +223,22 @@ def generate_shard(plan: RunPlan, shard: Shard) -> int:
 
 
 def run_generate(config: I2PConfig) -> int:
-    plan = prepare(config)
+    return run_plan(prepare(config))
+
+
+def run_plan(plan: RunPlan) -> int:
+    """Launch the processes (every one has prepared the same plan), generate every pending batch, merge."""
+    config = plan.config
     shard = launch(config.scale, config.model.device)
     if shard.rank == 0:
         start_run(plan)
     shard.barrier()
-    warn_other_thread_count(plan.out, shard.rank)
+    warn_other_thread_count(plan.out, shard.rank, plan.benchmark)
     written = generate_shard(plan, shard)
     shard.barrier()
     if shard.rank == 0:
         finished = merge_manifests(plan.out)
         asked = sum(map(len, plan.batches))
-        print(f"sld i2p: this process wrote {written} images (rank 0 of {shard.world}); {finished} are finished in "
-              f"{plan.out} ({asked} for settings {', '.join(config.settings)})", file=sys.stderr)
+        print(f"sld {plan.benchmark}: this process wrote {written} images (rank 0 of {shard.world}); {finished} are "
+              f"finished in {plan.out} ({asked} for settings {', '.join(config.settings)})", file=sys.stderr)
     return 0

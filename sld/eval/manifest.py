@@ -64,11 +64,11 @@ def append_lines(handle: IO[str], entries: list[dict]) -> None:
     os.fsync(handle.fileno())
 
 
-def check_run_dir(path: str) -> Path:
+def check_run_dir(path: str, benchmark: str = "i2p") -> Path:
     run_dir = Path(path)
     if not (run_dir / RUN_FILE).is_file():
-        raise ValueError(f"RUN_DIR {path!r} is not an I2P run (no {RUN_FILE}); allowed: the --out folder of "
-                         "'sld i2p generate'")
+        raise ValueError(f"RUN_DIR {path!r} is not an {benchmark.upper()} run (no {RUN_FILE}); allowed: the --out "
+                         f"folder of 'sld {benchmark} generate'")
     return run_dir
 
 
@@ -96,7 +96,8 @@ def merge_manifests(run_dir: Path) -> int:
 
 def remove_temporaries(run_dir: Path) -> int:
     """Delete the hidden temporary files a killed process left (`.<name>.<pid>.tmp`); they are never results."""
-    leftovers = [*run_dir.glob(".*.tmp"), *run_dir.glob("images/*/.*.tmp"), *run_dir.glob("scores/.*.tmp")]
+    leftovers = [*run_dir.glob(".*.tmp"), *run_dir.glob("images/*/.*.tmp"), *run_dir.glob("scores/.*.tmp"),
+                 *run_dir.glob("scores/*/.*.tmp")]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)

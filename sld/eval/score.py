@@ -5,6 +5,7 @@ verdicts depend on (thresholds, weight hashes): scoring again with other setting
 """
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,33 +37,43 @@ def scored_classifiers(run_dir: Path) -> list[str]:
     return sorted(path.stem for path in (run_dir / SCORES).glob("*.jsonl"))
 
 
-def check_signature(run_dir: Path, classifier: Classifier) -> None:
-    """Record what the verdicts depend on; refuse a cache made with different settings."""
-    path = signature_file(run_dir, classifier.name)
-    current = canonical({"classifier": classifier.name, "signature": classifier.signature()})
+def check_signature(run_dir: Path, name: str, signature: dict, kind: str = "classifier") -> None:
+    """Record what a cache's scores depend on; refuse a cache made with different settings."""
+    path = signature_file(run_dir, name)
+    current = canonical({kind: name, "signature": signature})
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8"))
         if recorded != current:
             raise ValueError(f"{path} records {recorded['signature']} but this run asks for {current['signature']}; "
-                             f"allowed: the same settings, or delete {score_file(run_dir, classifier.name)} and "
+                             f"allowed: the same settings, or delete {score_file(run_dir, name)} and "
                              f"{path.name} to score again")
         return
     path.parent.mkdir(exist_ok=True)
     write_atomic(path, json.dumps(current, indent=1, sort_keys=True) + "\n")
 
 
-def score_with(run_dir: Path, classifier: Classifier, files: dict[str, str], batch_size: int) -> int:
-    """Score every image not yet in the classifier's cache; returns how many were scored now."""
-    check_signature(run_dir, classifier)
-    cached = read_scores(run_dir, classifier.name)
-    pending = [item for item in sorted(files) if item not in cached]
-    with open_for_append(score_file(run_dir, classifier.name)) as handle, \
-            tqdm(total=len(pending), desc=f"score {classifier.name}", unit="image", dynamic_ncols=True) as bar:
+def fill_cache(run_dir: Path, name: str, pending: list[str], compute: Callable[[list[str]], list[dict]],
+               batch_size: int) -> None:
+    """Append compute(chunk) (one JSON object per id) to the cache `name`, `batch_size` ids at a time, each chunk
+    flushed to disk before the next starts."""
+    with open_for_append(score_file(run_dir, name)) as handle, \
+            tqdm(total=len(pending), desc=f"score {name}", unit="image", dynamic_ncols=True) as bar:
         for start in range(0, len(pending), batch_size):
             chunk = pending[start:start + batch_size]
-            verdicts = classifier.classify([run_dir / files[item] for item in chunk])
-            append_lines(handle, [{"id": item, "score": v.score, "flag": v.flag} for item, v in zip(chunk, verdicts)])
+            append_lines(handle, [{"id": item, **entry} for item, entry in zip(chunk, compute(chunk))])
             bar.update(len(chunk))
+
+
+def score_with(run_dir: Path, classifier: Classifier, files: dict[str, str], batch_size: int) -> int:
+    """Score every image not yet in the classifier's cache; returns how many were scored now."""
+    check_signature(run_dir, classifier.name, classifier.signature())
+    cached = read_scores(run_dir, classifier.name)
+    pending = [item for item in sorted(files) if item not in cached]
+
+    def verdicts(chunk: list[str]) -> list[dict]:
+        return [{"score": v.score, "flag": v.flag} for v in classifier.classify([run_dir / files[i] for i in chunk])]
+
+    fill_cache(run_dir, classifier.name, pending, verdicts, batch_size)
     return len(pending)
 
 
