@@ -126,3 +126,22 @@ def test_report_before_score_and_score_outside_a_run(run, tmp_path, capsys):
     assert not (run / "report").exists()
     assert "is not an COCO run (no run.json)" in refused(["score", str(tmp_path)], capsys, run)
     assert "--batch-size 0 is invalid" in refused(["score", str(run), "--batch-size", "0"], capsys, run)
+
+
+def test_config_file_lists_every_key_and_bad_values_are_refused():
+    from omegaconf import OmegaConf
+
+    from sld.cli.config import load_coco_config
+    from sld.eval.config import CocoConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    documented = OmegaConf.to_container(OmegaConf.load(repo / "configs/coco.yaml"))
+    assert documented == OmegaConf.to_container(OmegaConf.structured(CocoConfig))  # every key, with its default
+    config = load_coco_config([str(repo / "configs/coco.yaml")], ["sampler.steps=3"], {"captions.sample": 20})
+    assert (config.sampler.steps, config.captions.sample, config.images.per_prompt) == (3, 20, 1)
+    for overrides, message in [(["captions.sample=0"], "--sample \\(captions.sample\\)=0 is invalid"),
+                               (["images.width=65"], "--width \\(images.width\\)=65 is invalid"),
+                               (["settings=[none,bogus]"], "setting 'bogus' is unknown; allowed: none, weak"),
+                               (["captions.fil=x"], "unknown key 'captions.fil'; allowed: captions.file")]:
+        with pytest.raises(ValueError, match=message):
+            load_coco_config([], overrides, {})
