@@ -93,13 +93,13 @@ def real_measures(run_dir: Path, options: ScoreOptions):
     """(features, alignment, reference statistics, where they came from) of a real model's run; the inputs are
     checked before any network is loaded, the reference statistics read from the cache or computed."""
     from sld.eval.fid_features import InceptionFeatures, check_resize
-    from sld.eval.inception import FEATURES, WEIGHTS
+    from sld.eval.inception import WEIGHTS
 
     clip = _given(options.clip, "--clip", "CLIP weights: a transformers CLIP folder or an OpenAI / open_clip file")
     weights = _given(options.fid_weights, "--fid-weights", WEIGHTS)
     folder = _given(options.reference, "--reference", "the folder of COCO's real images (val2014 or val2017)")
     check_resize(options.fid_resize)
-    reference_paths(folder, FEATURES, options.reference_crop)
+    reference_paths(folder, InceptionFeatures.dim, options.reference_crop)
     features = InceptionFeatures(weights, options.fid_resize, options.device)
     alignment = ClipAlignment(clip, options.device)
     cache = Path(options.stats_cache) if options.stats_cache else run_dir / SCORES
