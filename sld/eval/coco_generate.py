@@ -45,8 +45,7 @@ def prepare_coco(config: CocoConfig) -> RunPlan:
     captions = sample_captions(by_image, sample, config.captions.sample_seed)
     height, width = image_size(config)
     rows = [PromptRow(c.index, c.caption, (), False, c.image_id, config.sampler.cfg, width, height) for c in captions]
-    selection = dataclasses.asdict(config.captions)
-    selection.update(file=None, sample=sample)
+    selection = {**dataclasses.asdict(config.captions), "sample": sample}  # None resolved: the same run either way
     selection.pop("file")
     prompts = {**file_identity(path), "images_in_file": len(by_image), "selected": len(rows), **selection}
     return plan_run(config, rows, prompts, BENCHMARK, {c.index: c.to_json() for c in captions})

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 
 def fidelity_chart(rows: list, fid_label: str, alignment_label: str, path: Path) -> None:
-    """`rows`: sld.eval.coco_report.FidelityRow list, one per setting."""
+    """`rows`: sld.eval.fidelity_table.FidelityRow list, one per setting."""
     with_i2p = any(row.i2p_probability is not None for row in rows)
     figure, axes = plt.subplots(3 if with_i2p else 2, 1, figsize=(max(5.0, 1.1 * len(rows) + 2), 8 if with_i2p else 6),
                                 sharex=True)

@@ -1,5 +1,6 @@
-"""`sld i2p generate`: every image of every (setting, prompt) as one work item, written atomically with its record;
-a manifest lists finished items, so a rerun skips them and a kill loses at most the batch in flight.
+"""`sld i2p generate` (and, through `plan_run`, `sld coco generate`): every image of every (setting, prompt) as one
+work item, written atomically with its record; a manifest lists finished items, so a rerun skips them and a kill
+loses at most the batch in flight.
 
 Order of work: check everything (every process, before any launch or write) -> launch the processes -> rank 0
 writes run.json and prompts.jsonl, removes a killed run's temporary files and merges its manifest parts -> all
