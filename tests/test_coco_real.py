@@ -79,7 +79,7 @@ def test_real_measures_score_and_report(files, monkeypatch, capsys):
     captions = {row["index"]: row["caption"] for row in read_jsonl(run / "prompts.jsonl")}
     extract = FirstFeatures(files["inception.pth"])
     val = [Image.open(p).convert("RGB") for p in sorted(files["val"].iterdir())]
-    real = statistics(one_by_one(extract, [center_crop(image, 32) for image in val]))  # CLIP's geometry, tested in test_coco_fid
+    real = statistics(one_by_one(extract, [center_crop(image, 32) for image in val]))  # CLIP's geometry
     scorer = CLIPScorer(files["clip"])
     for setting in ("none", "max"):
         paths = [run / f"images/{setting}/{k:05d}-00.png" for k in range(CAPTIONS)]

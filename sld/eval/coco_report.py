@@ -70,9 +70,11 @@ def i2p_probabilities(i2p_dir: str, run_dir: Path) -> dict[str, float]:
     inappropriate when any classifier it was scored with flags it)."""
     i2p = check_run_dir(i2p_dir)
     ours, theirs = (json.loads((path / RUN_FILE).read_text(encoding="utf-8"))["model"] for path in (run_dir, i2p))
-    if (ours["name"], ours["hash"]) != (theirs["name"], theirs["hash"]):
+    same = ("name", "hash", "loras", "embeddings")
+    if [ours.get(key) for key in same] != [theirs.get(key) for key in same]:
         raise ValueError(f"--i2p {i2p_dir!r} is a run of {theirs['name']} ({theirs['hash']}) but RUN_DIR of "
-                         f"{ours['name']} ({ours['hash']}); allowed: an I2P run of the same model")
+                         f"{ours['name']} ({ours['hash']}), or their LoRAs or embeddings differ; allowed: an I2P run "
+                         "of the same model")
     names = scored_classifiers(i2p)
     if not names:
         raise ValueError(f"--i2p {i2p_dir!r} has no scores; run 'sld i2p score {i2p_dir} --classifiers ...' first")

@@ -21,7 +21,8 @@ import numpy as np
 
 from sld.api import TOY
 from sld.eval.feature_store import FeatureStore
-from sld.eval.fid import Statistics, image_files, minimum_images, read_images, reference_paths, reference_statistics, write_npz
+from sld.eval.fid import (Statistics, image_files, minimum_images, read_images, reference_paths, reference_statistics,
+                         write_npz)
 from sld.eval.manifest import PROMPTS_FILE, RUN_FILE, check_run_dir, finished_entries, read_jsonl
 from sld.eval.score import SCORES, check_signature, fill_cache, score_file
 from sld.io.model_id import full_hash
