@@ -155,11 +155,8 @@ def test_score_caches_resume_after_a_cut(reference, tmp_path, capsys):
 
 
 def finished_now(run_dir: Path) -> int:
-    """Finished items while a run writes: rank 0 removes manifest.parts/ after merging, perhaps mid-listing."""
-    try:
-        return len(finished_entries(run_dir))
-    except FileNotFoundError:
-        return 0
+    """Finished items while a run writes (rank 0 may be merging its parts meanwhile)."""
+    return len(finished_entries(run_dir))
 
 
 def wait_for_finished(run_dir: Path, count: int, process: subprocess.Popen) -> None:

@@ -77,9 +77,19 @@ def part_path(run_dir: Path, rank: int) -> Path:
 
 
 def finished_entries(run_dir: Path) -> dict[str, dict]:
-    """Finished items by id: the merged manifest and every part a run left unmerged."""
-    paths = [run_dir / MANIFEST, *sorted((run_dir / PARTS).glob("rank-*.jsonl"))]
+    """Finished items by id: every part a run left unmerged, then the merged manifest.
+
+    Safe while rank 0 merges: it writes the manifest before removing the parts, so a part that vanishes while it
+    is listed or read is already in the manifest read after it."""
+    paths = [*_part_files(run_dir), run_dir / MANIFEST]
     return {entry["id"]: entry for path in paths for entry in read_jsonl(path) if "id" in entry}
+
+
+def _part_files(run_dir: Path) -> list[Path]:
+    try:
+        return sorted((run_dir / PARTS).glob("rank-*.jsonl"))
+    except FileNotFoundError:  # removed by rank 0 mid-listing
+        return []
 
 
 def merge_manifests(run_dir: Path) -> int:
