@@ -48,6 +48,7 @@ TRAINING_BUFFERS = (
     "posterior_mean_coef2",
     "logvar",
     keys.CLIP + "embeddings.position_ids",
+    keys.SDXL_CLIP + "embeddings.position_ids",
 )
 OLD_TEXT_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
 

@@ -81,11 +81,12 @@ class CLIPTextTransformer(nn.Module):
         super().__init__()
         self.embeddings = CLIPEmbeddings(cfg)
         self.encoder = CLIPEncoder(cfg)
-        self.final_layer_norm = LayerNorm(cfg.width)
+        # SDXL takes the penultimate hidden state without the final norm: its last layer and norm are not built
+        self.final_layer_norm = LayerNorm(cfg.width) if cfg.final_norm else nn.Identity()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         embedded = self.embeddings(ids)
-        hidden = self.encoder(embedded.to(compute_dtype(self.final_layer_norm.weight)))
+        hidden = self.encoder(embedded.to(compute_dtype(self.embeddings.token_embedding.weight)))
         return self.final_layer_norm(hidden).to(embedded.dtype)
 
 

@@ -3,8 +3,10 @@
 Sizes (widths, levels, depths) come from tensor shapes; what shapes cannot tell (attention heads, latent scaling
 factor, default prediction type) comes from the matched family in `FAMILIES`. Families are told apart by their text
 encoder (OpenAI CLIP under `cond_stage_model.transformer.` for SD 1, OpenCLIP under `cond_stage_model.model.` for
-SD 2) and checked against the UNet's transformer projections (1x1 conv for SD 1, linear for SD 2). Input is a state
-dict in the original CompVis layout with training buffers, EMA weights and unused OpenCLIP tensors removed.
+SD 2, both CLIP ViT-L and OpenCLIP ViT-bigG under `conditioner.embedders.` with the UNet's `label_emb` for SDXL) and
+checked against the UNet's transformer projections (1x1 conv for SD 1, linear for SD 2 and SDXL). Input is a state
+dict in the original CompVis layout with training buffers, EMA weights and unused text-tower tensors removed. SDXL
+variants other than the base layout (the refiner, one tower only) and inpainting UNets are refused by name.
 
 Families sharing a text encoder are told apart by their UNet width: the toy model (`models/toy.py`) is an SD 1
 network whose UNet is 64 channels wide; any other width with a CLIP text encoder is SD 1.
@@ -20,7 +22,8 @@ import torch
 
 from models.checkpoint import CheckpointError
 from models.config import ModelConfig, TextConfig, UNetConfig, VAEConfig
-from models.keys import CLIP, OPENCLIP, SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING, UNET, VAE
+from models.keys import (CLIP, OPENCLIP, SDXL_CLIP, SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING, SDXL_OPENCLIP,
+                         SDXL_REFINER_OPENCLIP, UNET, VAE)
 from models.toy import TOY_HEADS, TOY_SCALING_FACTOR, TOY_UNET_CHANNELS
 
 SDXL_MARKERS = (SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING)
@@ -42,6 +45,12 @@ class Family:
     scaling_factor: float
     prediction: str
     unet_channels: int | None = None  # claims only files whose UNet has this width (None: any width)
+    text2_prefix: str | None = None  # SDXL: the OpenCLIP ViT-bigG tower beside the CLIP one
+    native_size: int | None = None  # the side it was trained at; None: by prediction type (NATIVE_SIZE)
+    sampler: str = "pndm"  # the default sampler and spacing (None: the sampler's own), as the family's scheduler config
+    spacing: str | None = None
+    force_upcast: bool = False  # decode float16 weights in float32 (the SDXL VAE overflows float16)
+    zeros_for_empty_prompt: bool = False  # no negative prompt: zero unconditional embeddings instead of encoding ""
 
 
 FAMILIES = {
@@ -52,7 +61,16 @@ FAMILIES = {
                   "quick_gelu", None, 8, -1, False, False, 0.18215, "epsilon"),
     "sd2": Family("sd2", "Stable Diffusion 2.x (OpenCLIP ViT-H/14 text encoder, linear projections)", OPENCLIP,
                   "openclip", "gelu", 0, -1, 64, True, True, 0.18215, "v"),
+    "sdxl": Family("sdxl", "Stable Diffusion XL base (CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers, label_emb)",
+                   SDXL_CLIP, "clip", "quick_gelu", None, -1, 64, True, False, 0.13025, "epsilon", text2_prefix=SDXL_OPENCLIP,
+                   native_size=1024, sampler="euler", spacing="leading", force_upcast=True, zeros_for_empty_prompt=True),
 }
+NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
+
+
+def native_size(cfg: ModelConfig) -> int:
+    """The side a model of this config was trained at: its family's, else by prediction type."""
+    return FAMILIES[cfg.family].native_size or NATIVE_SIZE[cfg.prediction]
 
 
 @dataclass(frozen=True)
@@ -71,9 +89,21 @@ def _indices(sd: dict, pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in sd if (m := regex.match(k))})
 
 
+def check_sdxl_variant(sd: dict, path: str) -> None:
+    """SDXL files other than the base model's layout get one error naming what was found."""
+    if any(k.startswith(SDXL_REFINER_OPENCLIP) for k in sd):
+        raise _unsupported(path, f"an SDXL refiner (OpenCLIP-only text conditioning under {SDXL_REFINER_OPENCLIP}, "
+                                 "aesthetic-score label_emb)")
+    towers = [prefix for prefix in (SDXL_CLIP, SDXL_OPENCLIP) if any(k.startswith(prefix) for k in sd)]
+    has_label_emb = any(k.startswith(SDXL_LABEL_EMBEDDING) for k in sd)
+    if any(k.startswith(SDXL_MARKERS) for k in sd) and (len(towers) != 2 or not has_label_emb):
+        found = ", ".join(towers + ([SDXL_LABEL_EMBEDDING] if has_label_emb else [])) or "neither text tower"
+        raise _unsupported(path, f"an SDXL-like checkpoint with {found} (SDXL base has both {SDXL_CLIP} and "
+                                 f"{SDXL_OPENCLIP} and {SDXL_LABEL_EMBEDDING})")
+
+
 def match_family(sd: dict, path: str) -> Family:
-    if any(k.startswith(SDXL_MARKERS) for k in sd):
-        raise _unsupported(path, "an SDXL checkpoint (conditioner / label_emb keys)")
+    check_sdxl_variant(sd, path)
     family = pick_family([f for f in FAMILIES.values() if any(k.startswith(f.text_prefix) for k in sd)], sd)
     missing = [name for prefix, name in ((UNET, "UNet"), (VAE, "VAE")) if not any(k.startswith(prefix) for k in sd)]
     missing += [] if family else ["text encoder"]
@@ -107,6 +137,7 @@ def detect_unet(sd: dict, family: Family, path: str) -> UNetConfig:
     res_blocks = len(blocks) // levels - 1  # conv_in + levels * res_blocks + (levels - 1) downsamples
     mc = conv_in.shape[0]
     first = [1 + level * (res_blocks + 1) for level in range(levels)]
+    depth = detect_depth(sd, first, path)
     return UNetConfig(
         in_channels=conv_in.shape[1],
         out_channels=sd[UNET + "out.2.weight"].shape[0],
@@ -116,11 +147,26 @@ def detect_unet(sd: dict, family: Family, path: str) -> UNetConfig:
         attention_levels=tuple(level for level, i in enumerate(first) if UNET + f"input_blocks.{i}.1.proj_in.weight" in sd),
         num_heads=family.num_heads,
         num_head_channels=family.num_head_channels,
-        transformer_depth=len(_indices(sd, re.escape(UNET) + r"middle_block\.1\.transformer_blocks\.(\d+)\.")),
+        transformer_depth=depth,
         context_dim=sd[UNET + "middle_block.1.transformer_blocks.0.attn2.to_k.weight"].shape[1],
         use_linear_proj=linear,
         upcast_attention=family.upcast_attention,
+        adm_in_channels=sd[SDXL_LABEL_EMBEDDING + "0.0.weight"].shape[1] if SDXL_LABEL_EMBEDDING + "0.0.weight" in sd else 0,
     )
+
+
+def detect_depth(sd: dict, first: list[int], path: str) -> int | tuple[int, ...]:
+    """Transformer blocks per level (0: no attention) from each level's first input block; one number when every
+    attention level and the middle block agree (SD 1/2), else per level with the middle block taking the last's."""
+    blocks = r"\.1\.transformer_blocks\.(\d+)\."
+    per_level = tuple(len(_indices(sd, re.escape(UNET) + rf"input_blocks\.{i}{blocks}")) for i in first)
+    middle = len(_indices(sd, re.escape(UNET) + rf"middle_block{blocks}"))
+    if all(d in (0, middle) for d in per_level):
+        return middle
+    if per_level[-1] != middle:
+        raise _unsupported(path, f"a UNet with transformer depths {per_level} per level but {middle} in the middle "
+                                 "block (supported: the middle block as deep as the last level)")
+    return per_level
 
 
 def detect_vae(sd: dict, family: Family) -> VAEConfig:
@@ -136,12 +182,17 @@ def detect_vae(sd: dict, family: Family) -> VAEConfig:
         z_channels=sd[VAE + "decoder.conv_in.weight"].shape[1],
         embed_dim=sd[VAE + "post_quant_conv.weight"].shape[1],
         scaling_factor=family.scaling_factor,
+        force_upcast=family.force_upcast,
     )
 
 
 def detect_text(sd: dict, family: Family) -> TextConfig:
-    p = family.text_prefix
-    if family.text_kind == "openclip":
+    return detect_tower(sd, family.text_prefix, family.text_kind, family.text_activation, family.pad_token_id)
+
+
+def detect_tower(sd: dict, p: str, kind: str, activation: str, pad_token_id: int | None) -> TextConfig:
+    """One text tower's sizes under prefix `p`; a final norm and a pooled projection where the tensors are there."""
+    if kind == "openclip":
         tokens, positions = sd[p + "token_embedding.weight"], sd[p + "positional_embedding"]
         layers = _indices(sd, re.escape(p) + r"transformer\.resblocks\.(\d+)\.")
         fc1 = sd[p + "transformer.resblocks.0.mlp.c_fc.weight"]
@@ -151,15 +202,17 @@ def detect_text(sd: dict, family: Family) -> TextConfig:
         fc1 = sd[p + "encoder.layers.0.mlp.fc1.weight"]
     width = tokens.shape[1]
     return TextConfig(
-        kind=family.text_kind,
+        kind=kind,
         vocab_size=tokens.shape[0],
         max_length=positions.shape[0],
         width=width,
         layers=len(layers),
         heads=max(1, width // 64),  # CLIP and OpenCLIP text towers use 64-wide heads
         mlp_width=fc1.shape[0],
-        activation=family.text_activation,
-        pad_token_id=family.pad_token_id,
+        activation=activation,
+        pad_token_id=pad_token_id,
+        final_norm=kind == "openclip" or p + "final_layer_norm.weight" in sd,
+        projection_dim=sd[p + "text_projection"].shape[1] if p + "text_projection" in sd else 0,
     )
 
 
@@ -181,10 +234,12 @@ def detect(sd: dict[str, torch.Tensor], path: str = "<state dict>", prediction: 
     family = match_family(sd, path)
     try:
         unet, vae, text = detect_unet(sd, family, path), detect_vae(sd, family), detect_text(sd, family)
+        # SDXL's second tower: OpenCLIP ViT-bigG (gelu, its tokenizer pads with 0)
+        text2 = detect_tower(sd, family.text2_prefix, "openclip", "gelu", 0) if family.text2_prefix else None
     except KeyError as missing:
         raise CheckpointError(f"{path}: incomplete {family.name} checkpoint, missing key {missing.args[0]}") from None
     chosen, reason = detect_prediction(sd, family, prediction, hint)
-    return Detection(ModelConfig(family.name, unet, vae, text, chosen), reason)
+    return Detection(ModelConfig(family.name, unet, vae, text, chosen, text2), reason)
 
 
 def detect_config(sd: dict[str, torch.Tensor], path: str = "<state dict>", prediction: str | None = None) -> ModelConfig:

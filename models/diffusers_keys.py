@@ -25,6 +25,8 @@ UNET_TOP_LEVEL = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's text_time added conditioning
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 UNET_RESNET = {
     "norm1": "in_layers.0",
@@ -197,9 +199,9 @@ def _clip_module(module: str) -> str | None:
     return inner if CLIP_MODULE.fullmatch(inner) else None
 
 
-def text_encoder_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers CLIPTextModel state dict (with or without `text_model.`) -> CompVis text keys."""
-    return _convert(sd, _clip_module, keys.CLIP, "text encoder", dropped=CLIP_DROPPED)
+def text_encoder_to_compvis(sd: dict[str, torch.Tensor], prefix: str = keys.CLIP) -> dict[str, torch.Tensor]:
+    """transformers CLIPTextModel state dict (with or without `text_model.`) -> CompVis text keys under `prefix`."""
+    return _convert(sd, _clip_module, prefix, "text encoder", dropped=CLIP_DROPPED)
 
 
 def weight_file(part: Path) -> Path | None:
@@ -222,21 +224,22 @@ OPENCLIP_NAMES = {
 }
 
 
-def clip_to_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def clip_to_openclip(sd: dict[str, torch.Tensor], text_prefix: str = keys.CLIP,
+                     openclip_prefix: str = keys.OPENCLIP) -> dict[str, torch.Tensor]:
     """SD 2's text tower as diffusers stores it (transformers CLIPTextModel names, 23 blocks) -> open_clip names,
     q/k/v fused into `attn.in_proj_*` as nn.MultiheadAttention stores them (inverse of diffusers'
     `convert_open_clip_checkpoint`)."""
     out = {}
     for key, value in sd.items():
-        name = key.removeprefix(keys.CLIP).replace("encoder.layers.", "transformer.resblocks.")
+        name = key.removeprefix(text_prefix).replace("encoder.layers.", "transformer.resblocks.")
         for old, new in OPENCLIP_NAMES.items():
             name = name.replace(old, new)
         if ".self_attn.q_proj." in name:
             kind = name.rsplit(".", 1)[1]
             fused = [sd[key.replace(".q_proj.", f".{p}_proj.")] for p in "qkv"]
-            out[keys.OPENCLIP + name.replace("self_attn.q_proj." + kind, "attn.in_proj_" + kind)] = torch.cat(fused)
+            out[openclip_prefix + name.replace("self_attn.q_proj." + kind, "attn.in_proj_" + kind)] = torch.cat(fused)
         elif not re.search(r"\.self_attn\.[kv]_proj\.", name):
-            out[keys.OPENCLIP + name] = value
+            out[openclip_prefix + name] = value
     return out
 
 
@@ -261,28 +264,51 @@ def _text_encoder_to_compvis(sd: dict[str, torch.Tensor], part: Path) -> dict[st
     return converted
 
 
+PROJECTION = "text_projection.weight"
+
+
+def sdxl_text_encoder_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SDXL's `text_encoder/` (CLIP ViT-L) -> `conditioner.embedders.0.transformer.text_model.*`."""
+    return text_encoder_to_compvis(sd, keys.SDXL_CLIP)
+
+
+def sdxl_text_encoder_2_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SDXL's `text_encoder_2/` (transformers CLIPTextModelWithProjection of OpenCLIP ViT-bigG) -> open_clip names
+    under `conditioner.embedders.1.model.`; the projection Linear's weight is open_clip's `text_projection`
+    transposed (inverse of diffusers' `convert_open_clip_checkpoint`)."""
+    if PROJECTION not in sd:
+        raise CheckpointError(f"no {PROJECTION!r}: SDXL's second text encoder must be a CLIPTextModelWithProjection")
+    text = text_encoder_to_compvis({k: v for k, v in sd.items() if k != PROJECTION}, keys.SDXL_CLIP)
+    converted = clip_to_openclip(text, keys.SDXL_CLIP, OPENkeys.SDXL_CLIP)
+    return {**converted, OPENkeys.SDXL_CLIP + "text_projection": sd[PROJECTION].T}
+
+
 PART_CONVERTERS = {"unet": unet_to_compvis, "vae": vae_to_compvis, "text_encoder": text_encoder_to_compvis}
+# SDXL folders are told apart by their second text encoder
+SDXL_PART_CONVERTERS = {"unet": unet_to_compvis, "vae": vae_to_compvis, "text_encoder": sdxl_text_encoder_to_compvis,
+                        "text_encoder_2": sdxl_text_encoder_2_to_compvis}
 
 
 def read_diffusers_folder(folder: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """A diffusers pipeline folder (unet/, vae/, text_encoder/) -> CompVis-layout state dict."""
     folder = Path(folder)
-    files = {part: weight_file(folder / part) for part in PART_CONVERTERS}
+    converters = SDXL_PART_CONVERTERS if (folder / "text_encoder_2").is_dir() else PART_CONVERTERS
+    files = {part: weight_file(folder / part) for part in converters}
     missing = [f"{part}/" for part, file in files.items() if file is None]
     if missing:
         raise CheckpointError(
             f"{folder}: not a diffusers folder with weights; missing {', '.join(missing)} "
-            f"(looked for {', '.join(f'{part}/' for part in PART_CONVERTERS)} each holding one of "
+            f"(looked for {', '.join(f'{part}/' for part in converters)} each holding one of "
             f"{', '.join(WEIGHT_FILES + FP16_WEIGHT_FILES)})"
         )
     converted = {}
     for part, file in files.items():
         weights = read_weight_file(file, dtype)
         try:
-            if part == "text_encoder":
+            if converters is PART_CONVERTERS and part == "text_encoder":
                 converted.update(_text_encoder_to_compvis(weights, file.parent))
             else:
-                converted.update(PART_CONVERTERS[part](weights))
+                converted.update(converters[part](weights))
         except CheckpointError as error:
             raise CheckpointError(f"{file}: {error}") from error
     return converted

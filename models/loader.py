@@ -20,6 +20,7 @@ from models.clip import CLIPTextEncoder
 from models.config import ModelConfig
 from models.detect import V_MARKER, Detection, detect
 from models.openclip import OpenCLIPTextEncoder, drop_unused_openclip
+from models.sdxl import Conditioner, drop_unused_sdxl_text
 from models.unet import UNet
 from models.vae import AutoencoderKL
 
@@ -35,8 +36,11 @@ class StableDiffusion(nn.Module):
         self.cfg = cfg
         self.model = DiffusionWrapper(UNet(cfg.unet))
         self.first_stage_model = AutoencoderKL(cfg.vae)
-        encoder = OpenCLIPTextEncoder if cfg.text.kind == "openclip" else CLIPTextEncoder
-        self.cond_stage_model = encoder(cfg.text)
+        if cfg.text2 is not None:
+            self.conditioner = Conditioner(cfg.text, cfg.text2)  # SDXL's two towers, sgm's name
+        else:
+            encoder = OpenCLIPTextEncoder if cfg.text.kind == "openclip" else CLIPTextEncoder
+            self.cond_stage_model = encoder(cfg.text)
         self.added_tokens: dict[str, tuple[int, ...]] = {}  # textual-inversion words -> token ids (models/adapters.py)
 
     @property
@@ -48,8 +52,8 @@ class StableDiffusion(nn.Module):
         return self.first_stage_model
 
     @property
-    def text_encoder(self) -> CLIPTextEncoder | OpenCLIPTextEncoder:
-        return self.cond_stage_model
+    def text_encoder(self) -> CLIPTextEncoder | OpenCLIPTextEncoder | Conditioner:
+        return self.conditioner if self.cfg.text2 is not None else self.cond_stage_model
 
     @property
     def device(self) -> torch.device:
@@ -97,7 +101,7 @@ def prepare_state_dict(raw: dict[str, torch.Tensor], path: str, ema: bool = Fals
                        hint: str | None = None) -> tuple[dict[str, torch.Tensor], Detection]:
     """The weights a file's tensors give the model (EMA or regular, without training buffers, unused OpenCLIP
     tensors and the `v_pred` marker) and what detection makes of them; `hint`: a diffusers scheduler's prediction."""
-    sd = drop_unused_openclip(drop_training_buffers(select_weights(raw, ema=ema, source=path)))
+    sd = drop_unused_sdxl_text(drop_unused_openclip(drop_training_buffers(select_weights(raw, ema=ema, source=path))))
     found = detect(sd, path, prediction, hint)
     sd.pop(V_MARKER, None)
     return sd, found

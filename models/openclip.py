@@ -101,3 +101,32 @@ def drop_unused_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     last = max(int(m.group(1)) for k in sd if (m := blocks.match(k)))
     unused = keys.OPENCLIP + f"transformer.resblocks.{last}."
     return {k: v for k, v in sd.items() if not k.startswith(unused) and k.removeprefix(keys.OPENCLIP) not in UNUSED}
+
+
+class OpenCLIPTextModelWithProjection(OpenCLIPTextModel):
+    def __init__(self, cfg: TextConfig):
+        super().__init__(cfg)
+        self.text_projection = nn.Parameter(torch.empty(cfg.width, cfg.projection_dim))
+
+
+class OpenCLIPPooledTextEncoder(nn.Module):
+    """SDXL's OpenCLIP ViT-bigG tower (sgm `FrozenOpenCLIPEmbedder2`, layer="penultimate", always_return_pooled):
+    token ids [B, 77] -> (the penultimate block's output [B, 77, width], no ln_final; pooled [B, projection_dim] =
+    ln_final of the last block's output at the end token (the largest id) @ text_projection)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = OpenCLIPTextModelWithProjection(cfg)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = self.model.positional_embedding
+        dtype = compute_dtype(weights)  # half weights compute in float32 on CPUs without native half (models/layers.py)
+        x = self.model.token_embedding(ids).to(dtype) + weights[: ids.shape[1]].to(dtype)
+        *blocks, last = self.model.transformer.resblocks
+        for block in blocks:
+            x = block(x)
+        penultimate = x
+        ends = self.model.ln_final(last(x)[torch.arange(ids.shape[0], device=ids.device), ids.argmax(dim=-1)])
+        pooled = ends @ self.model.text_projection.to(dtype)
+        return penultimate.to(weights.dtype), pooled.to(weights.dtype)

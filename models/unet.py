@@ -170,8 +170,13 @@ class UNet(nn.Module):
         mc, emb_dim, groups = cfg.model_channels, cfg.model_channels * 4, cfg.norm_groups
         self.time_embed = nn.Sequential(Linear(mc, emb_dim), nn.SiLU(), Linear(emb_dim, emb_dim))
 
-        def transformer(ch: int) -> SpatialTransformer:
-            return SpatialTransformer(ch, cfg.heads(ch), cfg.transformer_depth, cfg.context_dim, cfg.use_linear_proj, groups,
+        if cfg.adm_in_channels:
+            # sgm openaimodel.py: label_emb over SDXL's vector conditioning, added to the time embedding
+            self.label_emb = nn.Sequential(nn.Sequential(Linear(cfg.adm_in_channels, emb_dim), nn.SiLU(),
+                                                         Linear(emb_dim, emb_dim)))
+
+        def transformer(ch: int, level: int) -> SpatialTransformer:
+            return SpatialTransformer(ch, cfg.heads(ch), cfg.depth(level), cfg.context_dim, cfg.use_linear_proj, groups,
                                       cfg.upcast_attention)
 
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(Conv2d(cfg.in_channels, mc, 3, padding=1))])
@@ -182,7 +187,7 @@ class UNet(nn.Module):
                 layers = [ResBlock(ch, emb_dim, mc * mult, groups)]
                 ch = mc * mult
                 if level in cfg.attention_levels:
-                    layers.append(transformer(ch))
+                    layers.append(transformer(ch, level))
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != last:
@@ -190,7 +195,7 @@ class UNet(nn.Module):
                 skip_channels.append(ch)
 
         self.middle_block = TimestepEmbedSequential(
-            ResBlock(ch, emb_dim, ch, groups), transformer(ch), ResBlock(ch, emb_dim, ch, groups)
+            ResBlock(ch, emb_dim, ch, groups), transformer(ch, last), ResBlock(ch, emb_dim, ch, groups)
         )
 
         self.output_blocks = nn.ModuleList()
@@ -199,19 +204,21 @@ class UNet(nn.Module):
                 layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
                 ch = mc * mult
                 if level in cfg.attention_levels:
-                    layers.append(transformer(ch))
+                    layers.append(transformer(ch, level))
                 if level != 0 and i == cfg.num_res_blocks:
                     layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
         self.out = nn.Sequential(GroupNorm(groups, ch), nn.SiLU(), Conv2d(mc, cfg.out_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
-        """x [B, C, H, W], t scalar, [B] or [k * B], context [k * B, 77, context_dim] -> model output [k * B, C, H, W].
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor,
+                y: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C, H, W], t scalar, [B] or [k * B], context [k * B, 77, context_dim] and, for SDXL, the vector
+        conditioning y [k * B, adm_in_channels] -> model output [k * B, C, H, W].
 
         With k > 1 (guidance branches) every branch sees the same latents: x is repeated k times, branch-major.
-        When the branches also share the timestep, everything before the first cross-attention (input conv,
-        residual blocks, the first self-attention) runs once at batch B and is repeated after it.
+        When the branches also share the embedding (timestep and y), everything before the first cross-attention
+        (input conv, residual blocks, the first self-attention) runs once at batch B and is repeated after it.
         """
         branches, rest = divmod(context.shape[0], x.shape[0])
         if rest:
@@ -220,10 +227,12 @@ class UNet(nn.Module):
         dtype = compute_dtype(self.out[2].weight)
         t = torch.as_tensor(t, device=x.device).reshape(-1)
         t = t.repeat(rows // t.shape[0]) if t.shape[0] > 1 else t.expand(rows)
-        if branches > 1 and not torch.equal(t.view(branches, -1), t[: x.shape[0]].expand(branches, -1)):
-            x = repeat_rows(x, rows)  # branches at different timesteps share nothing
         x, context = x.to(dtype), context.to(dtype)
         emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(dtype))
+        if self.cfg.adm_in_channels:
+            emb = emb + self.label_emb(y.to(dtype))
+        if branches > 1 and not torch.equal(emb.view(branches, x.shape[0], -1), emb[: x.shape[0]].expand(branches, -1, -1)):
+            x = repeat_rows(x, rows)  # branches with different embeddings share nothing
         h, skips = x, []
         for block in self.input_blocks:
             h = block(h, emb, context)

@@ -145,6 +145,14 @@ class AutoencoderKL(nn.Module):
         self.quant_conv = Conv2d(2 * cfg.z_channels, 2 * cfg.embed_dim, 1)
         self.post_quant_conv = Conv2d(cfg.embed_dim, cfg.z_channels, 1)
 
+    def decode_dtype(self) -> torch.dtype:
+        """float32 for float16 weights of a VAE whose activations overflow float16 (SDXL's; diffusers' `force_upcast`):
+        every layer widens its weights to its input's dtype (models/layers.py), so the weights stay half in memory."""
+        weight = self.post_quant_conv.weight
+        if self.cfg.force_upcast and weight.dtype == torch.float16:
+            return torch.float32
+        return compute_dtype(weight)
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1], [B, 3, H, W] -> mean of the latent posterior (before the scaling factor)."""
         moments = self.quant_conv(self.encoder(image.to(compute_dtype(self.quant_conv.weight))))
@@ -152,5 +160,5 @@ class AutoencoderKL(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents already divided by the scaling factor -> image in about [-1, 1] (not clamped)."""
-        wide = z.to(compute_dtype(self.post_quant_conv.weight))
+        wide = z.to(self.decode_dtype())
         return self.decoder(self.post_quant_conv(wide)).to(z.dtype).contiguous()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from models.adapters import apply_adapters, check_adapters, embedding_spec, lora_spec
+from models.detect import native_size as family_native_size
 from models.loader import load_checkpoint, model_shapes, random_model
 from models.sd1 import TINY_SD1
 from models.toy import TOY_WEIGHTS
@@ -18,7 +19,6 @@ TINY = "tiny"
 TOY = "toy"
 BUILT_IN = (TOY, TINY)
 NATIVE_SIZE_BUILT_IN = 64  # both draw 64x64 pictures
-NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
 
 
 def check_prediction_override(prediction: str | None) -> None:
@@ -111,5 +111,5 @@ def load_pipeline(section: ModelSection) -> Pipeline:
 
 
 def native_size(pipe: Pipeline) -> int:
-    """The side the model was trained at: 64 for the built-ins, else by its family's prediction type."""
-    return NATIVE_SIZE_BUILT_IN if pipe.source in BUILT_IN else NATIVE_SIZE[pipe.model.cfg.prediction]
+    """The side the model was trained at: 64 for the built-ins, else its family's (models/detect.py)."""
+    return NATIVE_SIZE_BUILT_IN if pipe.source in BUILT_IN else family_native_size(pipe.model.cfg)

@@ -70,3 +70,28 @@ def check_options(opts: GenerationOptions, downscale: int, latent_channels: int,
             raise ValueError(f"latents have shape {shape}; expected {expected} "
                              "(prompts * num_images_per_prompt, channels, height / 8, width / 8)")
     return prompts, negatives
+
+
+MICRO_CONDITIONING = ("original_size", "crops_coords_top_left", "target_size")
+
+
+def micro_conditioning(values: dict[str, object], height: int, width: int, family: str, supported: bool
+                       ) -> tuple[int, ...] | None:
+    """SDXL's six time ids (original_size, crops_coords_top_left, target_size; defaults (height, width), (0, 0),
+    (height, width)), each given value a pair of integers >= 0; None for a family without micro-conditioning, which
+    refuses the keywords."""
+    given = {name: value for name, value in values.items() if value is not None}
+    if not supported:
+        if given:
+            name = next(iter(given))
+            raise ValueError(f"{name}={given[name]!r}: the {family} model takes no micro-conditioning "
+                             f"({', '.join(MICRO_CONDITIONING)} are SDXL's); leave it unset")
+        return None
+    defaults = dict(original_size=(height, width), crops_coords_top_left=(0, 0), target_size=(height, width))
+    ids = []
+    for name in MICRO_CONDITIONING:
+        value = given.get(name, defaults[name])
+        if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_int(v) and v >= 0 for v in value):
+            raise ValueError(f"{name}={value!r} is invalid; allowed: a pair of integers >= 0, e.g. (1024, 1024)")
+        ids += list(value)
+    return tuple(ids)

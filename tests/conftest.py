@@ -145,3 +145,91 @@ def reference_sd2_parts(tiny_sd2_original):
     text.config.num_hidden_layers -= 1
     return unet.requires_grad_(False), vae.requires_grad_(False), text.requires_grad_(False)
 
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_weights() -> dict[str, torch.Tensor]:
+    """CompVis-layout float64 state dict of the tiny SDXL model in the form our loader keeps (the CLIP tower without
+    its last layer and final norm, which SDXL never runs)."""
+    from models.sdxl import TINY_SDXL
+
+    return random_weights(TINY_SDXL, SEED + 4)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_original(tiny_sdxl_weights) -> dict[str, torch.Tensor]:
+    """The same weights as Stability's original file stores them: the CLIP tower with one more layer and its final
+    norm (randomised, never run), CLIP's position ids and OpenCLIP's logit scale."""
+    from models import keys
+    from reference import randomised
+
+    layer = keys.SDXL_CLIP + "encoder.layers.{}."
+    last = max(int(k.split(".")[7]) for k in tiny_sdxl_weights if k.startswith(keys.SDXL_CLIP + "encoder.layers."))
+    width = tiny_sdxl_weights[keys.SDXL_CLIP + "embeddings.token_embedding.weight"].shape[1]
+    unused = {k.replace(layer.format(0), layer.format(last + 1)): v
+              for k, v in tiny_sdxl_weights.items() if k.startswith(layer.format(0))}
+    unused |= {keys.SDXL_CLIP + "final_layer_norm.weight": torch.ones(width), keys.SDXL_CLIP + "final_layer_norm.bias": torch.ones(width)}
+    extra = randomised(unused, SEED + 5)
+    extra[keys.SDXL_CLIP + "embeddings.position_ids"] = torch.arange(77)[None]
+    extra[keys.SDXL_OPENCLIP + "logit_scale"] = torch.tensor(4.6, dtype=torch.float64)
+    return {**tiny_sdxl_weights, **extra}
+
+
+def diffusers_sdxl_unet_config() -> dict:
+    from models.sdxl import TINY_SDXL
+
+    cfg = TINY_SDXL.unet
+    heads = tuple(cfg.model_channels * m // cfg.num_head_channels for m in cfg.channel_mult)
+    pooled = TINY_SDXL.text2.projection_dim
+    return diffusers_unet_config(cfg) | dict(
+        attention_head_dim=heads, use_linear_projection=True, transformer_layers_per_block=(1, 1, 2),
+        addition_embed_type="text_time", addition_time_embed_dim=(cfg.adm_in_channels - pooled) // 6,
+        projection_class_embeddings_input_dim=cfg.adm_in_channels)
+
+
+def sdxl_scheduler_config() -> dict:
+    """SDXL base's scheduler/scheduler_config.json (EulerDiscreteScheduler, leading spacing)."""
+    return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon",
+                use_karras_sigmas=False, num_train_timesteps=1000)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_file(tiny_sdxl_original, tmp_path_factory):
+    from reference import save_safetensors
+
+    path = tmp_path_factory.mktemp("sdxl_file") / "sd_xl_tiny.safetensors"
+    save_safetensors(tiny_sdxl_original, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_folder(tiny_sdxl_file, reference_tokenizer, tmp_path_factory):
+    """A diffusers SDXL folder whose weights diffusers' own single-file loader converted from the original-layout file
+    (`StableDiffusionXLPipeline.from_single_file(file, config=folder)`), an independent check of our key maps. The
+    configs come first from a pipeline of untouched parts; the converted pipeline then overwrites the folder."""
+    import copy
+
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from models.sdxl import TINY_SDXL
+
+    folder = tmp_path_factory.mktemp("sdxl_folder")
+    config2 = transformers_clip_config(TINY_SDXL.text2)
+    config2.num_hidden_layers, config2.projection_dim = TINY_SDXL.text2.layers, TINY_SDXL.text2.projection_dim
+    config1 = transformers_clip_config(TINY_SDXL.text)
+    config1.num_hidden_layers = TINY_SDXL.text.layers + 1
+    tokenizer2 = copy.deepcopy(reference_tokenizer)
+    tokenizer2.pad_token = "!"
+    skeleton = StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**diffusers_vae_config(TINY_SDXL.vae), force_upcast=True),
+        text_encoder=CLIPTextModel(config1), text_encoder_2=CLIPTextModelWithProjection(config2),
+        tokenizer=reference_tokenizer, tokenizer_2=tokenizer2, unet=UNet2DConditionModel(**diffusers_sdxl_unet_config()),
+        scheduler=EulerDiscreteScheduler(**sdxl_scheduler_config()), force_zeros_for_empty_prompt=True,
+        add_watermarker=False)
+    skeleton.save_pretrained(folder)
+    converted = StableDiffusionXLPipeline.from_single_file(str(tiny_sdxl_file), config=str(folder),
+                                                           torch_dtype=torch.float64, local_files_only=True)
+    converted.save_pretrained(folder)
+    return folder
