@@ -89,3 +89,12 @@ def randomised(sd: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor
         else:
             out[name] = 0.1 * noise
     return out
+
+
+class Float64Torch:
+    """Stands in for `torch` inside a diffusers scheduler module: its `sample.to(torch.float32)` keeps float64."""
+
+    float32 = torch.float64
+
+    def __getattr__(self, name):
+        return getattr(torch, name)

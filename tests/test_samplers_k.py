@@ -23,6 +23,7 @@ from sampling.schedule import (alphas_cumprod, karras_sigmas, scaled_linear_beta
 from sampling.families import DISCRETE, DPM_SOLVER, EULER
 
 from fakes import SHAPE, FakeEps
+from reference import Float64Torch
 
 TOL = 1e-10
 STEPS = 30  # 1000 % 30 != 0
@@ -43,15 +44,6 @@ REFERENCES = {  # sampler -> (diffusers scheduler, its schedule family, takes th
     "ddpm": (DDPMScheduler, DISCRETE, True),
 }
 UPCASTING = ("euler", "euler_a", "dpmpp_2m")
-
-
-class Float64Torch:
-    """Stands in for `torch` inside a diffusers scheduler module: its `sample.to(torch.float32)` keeps float64."""
-
-    float32 = torch.float64
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
 
 
 @pytest.fixture
