@@ -92,3 +92,26 @@ def test_text_time_unet_matches_diffusers(ours, reference):
                                   added_cond_kwargs=dict(text_embeds=pooled, time_ids=time_ids)).sample
         got = ours.unet(x, t, context, y=vector_conditioning(pooled, time_ids, TINY_SDXL.unet.adm_in_channels))
     assert (got - expected).abs().max().item() <= F64_TOL
+
+
+def test_float16_decode_upcasts_where_activations_overflow(tiny_sdxl_weights, monkeypatch):
+    """The decoder's first activations exceed float16's 65504 (weights that float16 still holds): with half arithmetic
+    (a GPU's, forced here) the float16 weights still decode to finite pictures close to a float32 decode; without the
+    upcast they do not."""
+    import dataclasses
+
+    import models.vae
+
+    weights = dict(tiny_sdxl_weights)
+    for name in ("first_stage_model.decoder.conv_in.weight", "first_stage_model.decoder.conv_in.bias"):
+        weights[name] = weights[name] * 3e4
+    half, wide = (build(TINY_SDXL, weights, "cpu", dtype).vae for dtype in (torch.float16, torch.float32))
+    assert all(torch.isfinite(w).all() for w in half.state_dict().values())
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    assert wide.decoder.conv_in(wide.post_quant_conv(z)).abs().max() > 65504
+    monkeypatch.setattr(models.vae, "compute_dtype", lambda weight: weight.dtype)
+    image = half.decode(z.half())
+    assert image.dtype == torch.float16 and torch.isfinite(image).all()
+    assert (image.float() - wide.decode(z)).abs().max().item() <= 1e-2
+    half.cfg = dataclasses.replace(half.cfg, force_upcast=False)
+    assert not torch.isfinite(half.decode(z.half())).all()
