@@ -230,6 +230,9 @@ class UNet(nn.Module):
         x, context = x.to(dtype), context.to(dtype)
         emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(dtype))
         if self.cfg.adm_in_channels:
+            if y is None or y.shape != (rows, self.cfg.adm_in_channels):
+                raise ValueError(f"this UNet (SDXL) needs y [{rows}, {self.cfg.adm_in_channels}] (pooled text ; "
+                                 f"micro-conditioning features), got {None if y is None else tuple(y.shape)}")
             emb = emb + self.label_emb(y.to(dtype))
         if branches > 1 and not torch.equal(emb.view(branches, x.shape[0], -1), emb[: x.shape[0]].expand(branches, -1, -1)):
             x = repeat_rows(x, rows)  # branches with different embeddings share nothing

@@ -187,13 +187,6 @@ def diffusers_sdxl_unet_config() -> dict:
         projection_class_embeddings_input_dim=cfg.adm_in_channels)
 
 
-def sdxl_scheduler_config() -> dict:
-    """SDXL base's scheduler/scheduler_config.json (EulerDiscreteScheduler, leading spacing)."""
-    return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon",
-                use_karras_sigmas=False, num_train_timesteps=1000)
-
-
 @pytest.fixture(scope="session")
 def tiny_sdxl_file(tiny_sdxl_original, tmp_path_factory):
     from reference import save_safetensors
@@ -214,6 +207,7 @@ def tiny_sdxl_folder(tiny_sdxl_file, reference_tokenizer, tmp_path_factory):
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from models.sdxl import TINY_SDXL
+    from reference import sdxl_scheduler_config
 
     folder = tmp_path_factory.mktemp("sdxl_folder")
     config2 = transformers_clip_config(TINY_SDXL.text2)

@@ -98,3 +98,30 @@ class Float64Torch:
 
     def __getattr__(self, name):
         return getattr(torch, name)
+
+
+def sdxl_scheduler_config() -> dict:
+    """SDXL base's scheduler/scheduler_config.json (EulerDiscreteScheduler, leading spacing)."""
+    return dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon",
+                use_karras_sigmas=False, num_train_timesteps=1000)
+
+
+def float64_euler():
+    """diffusers' Euler in SDXL's configuration, with our float64 leading-spaced sigmas and timesteps."""
+    from diffusers import EulerDiscreteScheduler
+
+    from sampling.families import EULER
+    from sampling.schedule import alphas_cumprod, scaled_linear_betas
+
+    scheduler = EulerDiscreteScheduler(**sdxl_scheduler_config())
+    set_float32_timesteps = scheduler.set_timesteps
+
+    def set_float64_timesteps(num_inference_steps, device=None, **kwargs):
+        set_float32_timesteps(num_inference_steps, device=device, **kwargs)
+        schedule = EULER.build(num_inference_steps, "leading", alphas_cumprod(scaled_linear_betas()))
+        scheduler.sigmas = torch.tensor(schedule.sigmas, dtype=torch.float64)
+        scheduler.timesteps = torch.tensor(schedule.timesteps, dtype=torch.float64)
+
+    scheduler.set_timesteps = set_float64_timesteps
+    return scheduler

@@ -9,11 +9,8 @@ import pytest
 import torch
 
 from models.loader import load_checkpoint
-from sampling.families import EULER
-from sampling.schedule import alphas_cumprod, scaled_linear_betas
 from sld.pipeline import Pipeline
-from conftest import sdxl_scheduler_config
-from reference import Float64Torch, float64_scheduler
+from reference import Float64Torch, float64_euler, float64_scheduler
 
 IMAGE_TOL = 1e-6
 LATENT_TOL = 1e-8
@@ -26,23 +23,6 @@ NEGATIVES = ["blurry", "low quality, watermark"]
 def ours(tiny_sdxl_file, tiny_sdxl_folder):
     return {source: Pipeline(load_checkpoint(path, dtype=torch.float64).model)
             for source, path in (("file", tiny_sdxl_file), ("folder", tiny_sdxl_folder))}
-
-
-def float64_euler():
-    """diffusers' Euler in SDXL's configuration, with our float64 leading-spaced sigmas and timesteps."""
-    from diffusers import EulerDiscreteScheduler
-
-    scheduler = EulerDiscreteScheduler(**sdxl_scheduler_config())
-    set_float32_timesteps = scheduler.set_timesteps
-
-    def set_float64_timesteps(num_inference_steps, device=None, **kwargs):
-        set_float32_timesteps(num_inference_steps, device=device, **kwargs)
-        schedule = EULER.build(num_inference_steps, "leading", alphas_cumprod(scaled_linear_betas()))
-        scheduler.sigmas = torch.tensor(schedule.sigmas, dtype=torch.float64)
-        scheduler.timesteps = torch.tensor(schedule.timesteps, dtype=torch.float64)
-
-    scheduler.set_timesteps = set_float64_timesteps
-    return scheduler
 
 
 @pytest.fixture(scope="module")
