@@ -279,8 +279,8 @@ def sdxl_text_encoder_2_to_compvis(sd: dict[str, torch.Tensor]) -> dict[str, tor
     if PROJECTION not in sd:
         raise CheckpointError(f"no {PROJECTION!r}: SDXL's second text encoder must be a CLIPTextModelWithProjection")
     text = text_encoder_to_compvis({k: v for k, v in sd.items() if k != PROJECTION}, keys.SDXL_CLIP)
-    converted = clip_to_openclip(text, keys.SDXL_CLIP, OPENkeys.SDXL_CLIP)
-    return {**converted, OPENkeys.SDXL_CLIP + "text_projection": sd[PROJECTION].T}
+    converted = clip_to_openclip(text, keys.SDXL_CLIP, keys.SDXL_OPENCLIP)
+    return {**converted, keys.SDXL_OPENCLIP + "text_projection": sd[PROJECTION].T}
 
 
 PART_CONVERTERS = {"unet": unet_to_compvis, "vae": vae_to_compvis, "text_encoder": text_encoder_to_compvis}

@@ -72,5 +72,5 @@ def drop_unused_sdxl_text(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     if not layers:
         return sd
     unused = (keys.SDXL_CLIP + f"encoder.layers.{max(layers)}.", keys.SDXL_CLIP + "final_layer_norm.",
-              *(OPENkeys.SDXL_CLIP + name for name in UNUSED_OPENCLIP))
+              *(keys.SDXL_OPENCLIP + name for name in UNUSED_OPENCLIP))
     return {k: v for k, v in sd.items() if not k.startswith(unused)}
