@@ -75,11 +75,23 @@ def check_options(opts: GenerationOptions, downscale: int, latent_channels: int,
 MICRO_CONDITIONING = ("original_size", "crops_coords_top_left", "target_size")
 
 
+def micro_conditioning_values(values: dict[str, object], height: int, width: int) -> dict[str, tuple[int, int]]:
+    """SDXL's micro-conditioning, each given value checked (a pair of integers >= 0), the others at their defaults
+    (original_size and target_size (height, width), crops_coords_top_left (0, 0))."""
+    defaults = dict(original_size=(height, width), crops_coords_top_left=(0, 0), target_size=(height, width))
+    chosen = {}
+    for name in MICRO_CONDITIONING:
+        value = defaults[name] if values.get(name) is None else values[name]
+        if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_int(v) and v >= 0 for v in value):
+            raise ValueError(f"{name}={value!r} is invalid; allowed: a pair of integers >= 0, e.g. (1024, 1024)")
+        chosen[name] = tuple(value)
+    return chosen
+
+
 def micro_conditioning(values: dict[str, object], height: int, width: int, family: str, supported: bool
                        ) -> tuple[int, ...] | None:
-    """SDXL's six time ids (original_size, crops_coords_top_left, target_size; defaults (height, width), (0, 0),
-    (height, width)), each given value a pair of integers >= 0; None for a family without micro-conditioning, which
-    refuses the keywords."""
+    """SDXL's six time ids in the UNet's order (micro_conditioning_values); None for a family without
+    micro-conditioning, which refuses the keywords."""
     given = {name: value for name, value in values.items() if value is not None}
     if not supported:
         if given:
@@ -87,11 +99,4 @@ def micro_conditioning(values: dict[str, object], height: int, width: int, famil
             raise ValueError(f"{name}={given[name]!r}: the {family} model takes no micro-conditioning "
                              f"({', '.join(MICRO_CONDITIONING)} are SDXL's); leave it unset")
         return None
-    defaults = dict(original_size=(height, width), crops_coords_top_left=(0, 0), target_size=(height, width))
-    ids = []
-    for name in MICRO_CONDITIONING:
-        value = given.get(name, defaults[name])
-        if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_int(v) and v >= 0 for v in value):
-            raise ValueError(f"{name}={value!r} is invalid; allowed: a pair of integers >= 0, e.g. (1024, 1024)")
-        ids += list(value)
-    return tuple(ids)
+    return tuple(v for pair in micro_conditioning_values(given, height, width).values() for v in pair)

@@ -10,6 +10,7 @@ from sld.cli.config import RunConfig, hook_chain
 from sld.hooks.resolve import Safety
 from sld.io.model_id import model_id_of
 from sld.io.records import generation_record
+from sld.options import micro_conditioning_values
 from sld.pipeline import Output, Pipeline
 from sld.settings import sampling_plan, spacing_of
 
@@ -25,6 +26,7 @@ class Session:
     spacing: str
     steps_per_image: int  # sampler callbacks, one per timestep
     record: dict  # sld.io.records.generation_record
+    micro_conditioning: dict  # SDXL's (sld/options.py), given to every call; empty for other families
 
 
 def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
@@ -36,11 +38,12 @@ def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
     spacing = spacing_of(run.sampler, plan)
     cfg = pipe.model.cfg
     hooks = [{"name": name, "args": run.hooks.args.get(name, {})} for name in run.hooks.names]
+    micro = micro_conditioning_values({}, height, width) if cfg.unet.adm_in_channels else {}
     record = generation_record(model=run.model, model_id=model_id_of(run.model), family=cfg.family,
                                prediction=cfg.prediction, sampler=run.sampler, spacing=spacing,
                                timesteps=plan.schedule.timesteps, height=height, width=width,
-                               negative_prompt=run.prompt.negative, hooks=hooks)
-    return Session(run, pipe, height, width, spacing, len(plan.schedule.timesteps), record)
+                               negative_prompt=run.prompt.negative, hooks=hooks, micro_conditioning=micro or None)
+    return Session(run, pipe, height, width, spacing, len(plan.schedule.timesteps), record, micro)
 
 
 def progress(total: int, description: str) -> tqdm:
@@ -54,7 +57,8 @@ def generate_output(session: Session, prompt: str, seed: int, safety: Safety, ba
     return session.pipe(prompt, negative_prompt=run.prompt.negative, height=session.height, width=session.width,
                         steps=run.sampler.steps, guidance_scale=run.sampler.cfg, sampler=run.sampler.name,
                         spacing=session.spacing, eta=run.sampler.eta, karras=run.sampler.karras, seed=seed,
-                        safety=safety, hooks=hook_chain(run.hooks), callback=lambda i, t, x: bar.update())
+                        safety=safety, hooks=hook_chain(run.hooks), callback=lambda i, t, x: bar.update(),
+                        **session.micro_conditioning)
 
 
 def generate_image(session: Session, prompt: str, seed: int, safety: Safety, bar: tqdm) -> Image.Image:

@@ -34,9 +34,11 @@ DIGEST_LENGTH = 8
 
 def generation_record(*, model: ModelSection, model_id: ModelId, family: str, prediction: str, sampler: SamplerSection,
                       spacing: str, timesteps: list[float], height: int, width: int, negative_prompt: str | None,
-                      hooks: list[dict]) -> dict:
-    """What every image of a run shares; image and grid records add prompt, seed and the safety setting."""
-    return {
+                      hooks: list[dict], micro_conditioning: dict[str, tuple[int, int]] | None = None) -> dict:
+    """What every image of a run shares; image and grid records add prompt, seed and the safety setting. SDXL
+    records also carry the micro-conditioning (original_size, crops_coords_top_left, target_size)."""
+    micro = {} if micro_conditioning is None else {"micro_conditioning": {k: list(v) for k, v in micro_conditioning.items()}}
+    return micro | {
         "version": __version__,
         "model": {"name": model_id.name, "hash": model_id.hash, "family": family, "prediction": prediction,
                   "ema": model.ema, **model_id.adapter_fields()},
