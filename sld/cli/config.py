@@ -36,7 +36,7 @@ class PromptSection:
 
 @dataclass
 class ImageSection:
-    height: int | None = None  # None: the model's native size (512; 768 for v-prediction models; 64 for toy and tiny)
+    height: int | None = None  # None: the model's native size (512; 768 for v-prediction models; 1024 for SDXL; 64 for toy and tiny)
     width: int | None = None
     n: int = 1  # images per prompt (compare: rows)
 
