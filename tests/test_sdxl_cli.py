@@ -50,3 +50,14 @@ def test_sd1_records_have_no_micro_conditioning(tmp_path, monkeypatch):
     assert main(["generate", "--model", "tiny", "--prompt", "a cat", *FAST, "--out", str(tmp_path / "o")]) == 0
     (file,) = sorted((tmp_path / "o").glob("*.png"))
     assert "micro_conditioning" not in json.loads(Image.open(file).text[RECORD_KEY])
+
+
+def test_compare_draws_a_grid_on_sdxl(tiny_sdxl_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "compared"
+    argv = ["compare", "--model", str(tiny_sdxl_file), "--prompt", "a photo of a cat", "--settings", "none,max,negative",
+            *FAST, "--out", str(out)]
+    assert main(argv) == 0
+    (grid,) = sorted(out.glob("*.png"))
+    record = json.loads(Image.open(grid).text[RECORD_KEY])
+    assert record["model"]["family"] == "sdxl" and record["micro_conditioning"]["target_size"] == [64, 96]

@@ -8,6 +8,7 @@ import torch
 import sld
 from models.loader import build
 from models.sdxl import TINY_SDXL
+from sampling.builtins import BUILTINS
 from sld.pipeline import Pipeline
 from reference import Float64Torch, float64_euler
 
@@ -130,3 +131,12 @@ def test_negative_safety_is_the_concept_as_negative_prompt(ours):
     got = ours(PROMPTS, safety="negative", **kwargs)
     expected = ours(PROMPTS, negative_prompt=sld.DEFAULT_CONCEPT, safety=None, **kwargs)
     assert abs(got.images - expected.images).max() == 0
+
+
+@pytest.mark.parametrize("sampler", [name for name, _, _ in BUILTINS])
+def test_every_builtin_sampler_runs_sld_on_sdxl(ours, sampler):
+    """Each sampler with its SDXL default spacing (leading), SLD "max" (no warm-up): applied at every evaluation."""
+    out = ours("a photo of a cat", height=64, width=64, steps=3, sampler=sampler, safety="max", seed=0,
+               output_type="latent")
+    assert out.telemetry and all(record["sld"]["applied"] for record in out.telemetry)
+    assert out.latents.shape == (1, 4, 8, 8) and torch.isfinite(out.latents).all()
