@@ -2,12 +2,14 @@
 records: which model to load and how to sample. Plain dataclasses (omegaconf structured-config schemas); the
 command line (sld/cli/config.py) reads and checks them, sld.api loads a model section, sld/io/records.py records both.
 """
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
 from models.adapters import EmbeddingSpec, LoraSpec
 from models.checkpoint import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
+from models.detect import FAMILIES
 from sampling.samplers import Plan, plan_sampling
 from sampling.schedule import alphas_cumprod, scaled_linear_betas
 
@@ -28,8 +30,8 @@ class ModelSection:
 
 @dataclass
 class SamplerSection:
-    name: str = "pndm"
-    spacing: str | None = None  # None: the sampler's default
+    name: str | None = None  # None: the model family's (pndm; SDXL: euler, as its scheduler config)
+    spacing: str | None = None  # None: the model family's (SDXL: leading), else the sampler's default
     steps: int = 50
     cfg: float = 7.5
     eta: float = 0.0  # samplers that take it: ddim, ddpm
@@ -67,8 +69,16 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def sampling_plan(section: SamplerSection) -> Plan:
-    """The checked sampler with its placed schedule (the timesteps it visits), without any model."""
+def for_family(section: SamplerSection, family: str) -> SamplerSection:
+    """The section with the model family's sampler and spacing where it leaves them unset (models/detect.py)."""
+    defaults = FAMILIES[family]
+    return dataclasses.replace(section, name=section.name or defaults.sampler, spacing=section.spacing or defaults.spacing)
+
+
+def sampling_plan(section: SamplerSection, family: str = "sd1") -> Plan:
+    """The checked sampler with its placed schedule (the timesteps it visits), without any model; unset sampler and
+    spacing take `family`'s defaults (before a model is loaded, SD 1's)."""
+    section = for_family(section, family)
     return plan_sampling(section.name, section.steps, section.spacing, TRAINING_SCHEDULE, eta=section.eta,
                          karras=section.karras)
 

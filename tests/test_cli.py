@@ -396,7 +396,7 @@ def test_sources_merge_in_order_defaults_files_dotlist_flags(tmp_path):
     second.write_text("sampler: {steps: 20}\n")
     run = load_run_config([str(first), str(second)], ["sampler.steps=30", "sampler.seed=4"], {"sampler.seed": 9})
     assert (run.sampler.steps, run.sampler.cfg, run.sampler.seed, run.sld.preset) == (30, 5.0, 9, "weak")
-    assert run.sampler.name == "pndm" and run.image.height is None  # untouched defaults
+    assert run.sampler.name is None and run.image.height is None  # untouched defaults (None: the family's)
 
 
 def test_model_hash_of_a_diffusers_folder_covers_the_weight_files_it_loads(tmp_path, monkeypatch):

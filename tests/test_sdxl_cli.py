@@ -1,5 +1,6 @@
 """SDXL through the command line (in process, tiny random SDXL file, 64x64, 2 steps): `sld info` shows both text
-towers, `sld generate` writes PNGs whose records carry the micro-conditioning, `sld compare` draws a grid."""
+towers, `sld generate` samples with the family's defaults and writes PNGs whose records carry the
+micro-conditioning, `sld compare` draws a grid."""
 import json
 
 import numpy as np
@@ -36,12 +37,13 @@ def test_generate_records_micro_conditioning_and_matches_the_api(tiny_sdxl_file,
     image = Image.open(file)
     record = json.loads(image.text[RECORD_KEY])
     assert image.size == (96, 64) and record["model"]["family"] == "sdxl"
+    assert (record["sampler"], record["spacing"]) == ("euler", "leading")  # the family's defaults
     assert record["micro_conditioning"] == {"original_size": [64, 96], "crops_coords_top_left": [0, 0],
                                             "target_size": [64, 96]}
     import sld
 
     pipe = sld.load(str(tiny_sdxl_file))
-    expected = pipe("a photo of a cat", height=64, width=96, steps=2, sampler="pndm", seed=3, safety=None).images[0]
+    expected = pipe("a photo of a cat", height=64, width=96, steps=2, seed=3, safety=None).images[0]
     assert np.array_equal(np.asarray(image), np.asarray(expected))
 
 

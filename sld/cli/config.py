@@ -154,7 +154,8 @@ def check_run_config(run: RunConfig) -> None:
     _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
     _check_choice("model.prediction", run.model.prediction, (None, *PREDICTIONS))
     _check_choice("sld.preset", run.sld.preset, SETTING_NAMES)
-    _check_choice("sampler.name", run.sampler.name, SAMPLERS)
+    if run.sampler.name is not None:  # None: the model family's, known once it is loaded
+        _check_choice("sampler.name", run.sampler.name, SAMPLERS)
     sampling_plan(run.sampler)
     if run.sampler.cfg < 0:
         raise ValueError(f"{describe('sampler.cfg')}={run.sampler.cfg} is invalid; allowed: a number >= 0")

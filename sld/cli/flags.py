@@ -71,12 +71,13 @@ FLAGS = (
          "--preset), or SLD_PRESET:key=value[:key=value] (keys: guidance_scale, threshold, warmup_steps, "
          "momentum_scale, momentum_beta)", comma_list),
     Flag("--sampler", "sampler.name", "NAME", f"a registered sampler: {BUILTIN_SAMPLERS}, or one an installed or "
-         "--plugin module registers"),
+         "--plugin module registers (default: the model family's: pndm; SDXL: euler)"),
     Flag("--hook", "hooks.names", "NAME", "a registered guidance hook, built with no arguments (or hooks.args.NAME) "
          "and applied after the safety hook; repeat for several, in order", repeat=True),
     Flag("--plugin", "plugins", "MODULE", "import this module first (the current folder is on the path) so its "
          "@register_sampler / @register_hook run; repeat for several", repeat=True),
-    Flag("--spacing", "sampler.spacing", "NAME", "timestep spacing (default: the sampler's)", choices=SPACINGS),
+    Flag("--spacing", "sampler.spacing", "NAME", "timestep spacing (default: the model family's, SDXL: leading; "
+         "else the sampler's)", choices=SPACINGS),
     Flag("--steps", "sampler.steps", "N", "sampling steps", int),
     Flag("--cfg", "sampler.cfg", "SCALE", "classifier-free guidance scale", float),
     Flag("--seed", "sampler.seed", "N", "seed of the first image; image k of a run uses seed + k", int),

@@ -12,7 +12,7 @@ from sld.io.model_id import model_id_of
 from sld.io.records import generation_record
 from sld.options import micro_conditioning_values
 from sld.pipeline import Output, Pipeline
-from sld.settings import sampling_plan, spacing_of
+from sld.settings import SamplerSection, for_family, sampling_plan, spacing_of
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Session:
 
     run: RunConfig
     pipe: Pipeline
+    sampler: SamplerSection  # run.sampler with the model family's defaults filled in
     height: int
     width: int
     spacing: str
@@ -31,19 +32,20 @@ class Session:
 
 def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
     """Load run.model, or use `pipe` when given (a sweep loads its model once for every grid point)."""
-    plan = sampling_plan(run.sampler)
     pipe = load_pipeline(run.model) if pipe is None else pipe
+    cfg = pipe.model.cfg
+    sampler = for_family(run.sampler, cfg.family)
+    plan = sampling_plan(sampler)
     native = native_size(pipe)
     height, width = run.image.height or native, run.image.width or native
-    spacing = spacing_of(run.sampler, plan)
-    cfg = pipe.model.cfg
+    spacing = spacing_of(sampler, plan)
     hooks = [{"name": name, "args": run.hooks.args.get(name, {})} for name in run.hooks.names]
     micro = micro_conditioning_values({}, height, width) if cfg.unet.adm_in_channels else {}
     record = generation_record(model=run.model, model_id=model_id_of(run.model), family=cfg.family,
-                               prediction=cfg.prediction, sampler=run.sampler, spacing=spacing,
+                               prediction=cfg.prediction, sampler=sampler, spacing=spacing,
                                timesteps=plan.schedule.timesteps, height=height, width=width,
                                negative_prompt=run.prompt.negative, hooks=hooks, micro_conditioning=micro or None)
-    return Session(run, pipe, height, width, spacing, len(plan.schedule.timesteps), record, micro)
+    return Session(run, pipe, sampler, height, width, spacing, len(plan.schedule.timesteps), record, micro)
 
 
 def progress(total: int, description: str) -> tqdm:
@@ -53,10 +55,10 @@ def progress(total: int, description: str) -> tqdm:
 
 def generate_output(session: Session, prompt: str, seed: int, safety: Safety, bar: tqdm) -> Output:
     """One image with the run's settings, fresh hooks (hooks.names) after the safety hook, and its telemetry."""
-    run = session.run
+    run, sampler = session.run, session.sampler
     return session.pipe(prompt, negative_prompt=run.prompt.negative, height=session.height, width=session.width,
-                        steps=run.sampler.steps, guidance_scale=run.sampler.cfg, sampler=run.sampler.name,
-                        spacing=session.spacing, eta=run.sampler.eta, karras=run.sampler.karras, seed=seed,
+                        steps=sampler.steps, guidance_scale=sampler.cfg, sampler=sampler.name,
+                        spacing=session.spacing, eta=sampler.eta, karras=sampler.karras, seed=seed,
                         safety=safety, hooks=hook_chain(run.hooks), callback=lambda i, t, x: bar.update(),
                         **session.micro_conditioning)
 
