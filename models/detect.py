@@ -24,6 +24,7 @@ from models.checkpoint import CheckpointError
 from models.config import ModelConfig, TextConfig, UNetConfig, VAEConfig
 from models.keys import (CLIP, OPENCLIP, SDXL_CLIP, SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING, SDXL_OPENCLIP,
                          SDXL_REFINER_OPENCLIP, UNET, VAE)
+from models.sdxl import SCALING_FACTOR as SDXL_SCALING_FACTOR
 from models.toy import TOY_HEADS, TOY_SCALING_FACTOR, TOY_UNET_CHANNELS
 
 SDXL_MARKERS = (SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING)
@@ -62,8 +63,9 @@ FAMILIES = {
     "sd2": Family("sd2", "Stable Diffusion 2.x (OpenCLIP ViT-H/14 text encoder, linear projections)", OPENCLIP,
                   "openclip", "gelu", 0, -1, 64, True, True, 0.18215, "v"),
     "sdxl": Family("sdxl", "Stable Diffusion XL base (CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers, label_emb)",
-                   SDXL_CLIP, "clip", "quick_gelu", None, -1, 64, True, False, 0.13025, "epsilon", text2_prefix=SDXL_OPENCLIP,
-                   native_size=1024, sampler="euler", spacing="leading", force_upcast=True, zeros_for_empty_prompt=True),
+                   SDXL_CLIP, "clip", "quick_gelu", None, -1, 64, True, False, SDXL_SCALING_FACTOR, "epsilon",
+                   text2_prefix=SDXL_OPENCLIP, native_size=1024, sampler="euler", spacing="leading", force_upcast=True,
+                   zeros_for_empty_prompt=True),
 }
 NATIVE_SIZE = {"epsilon": 512, "v": 768}  # SD 1.x and 2.x base were trained at 512 px, the SD 2.x v-models at 768
 

@@ -1,7 +1,8 @@
 """Build the networks for a config and fill them from a checkpoint, strictly (nanoGPT `from_pretrained` style).
 
 `StableDiffusion` mirrors the key prefixes of CompVis' LatentDiffusion (`model.diffusion_model`,
-`first_stage_model`, `cond_stage_model`) so an original single file loads with one `load_state_dict`.
+`first_stage_model`, `cond_stage_model`; SDXL's `conditioner`) so an original single file loads with one
+`load_state_dict`.
 Modules are built on the meta device, so no time goes into a random init that the weights overwrite.
 """
 import math

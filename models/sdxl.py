@@ -18,7 +18,6 @@ from models.openclip import OpenCLIPPooledTextEncoder
 from models.unet import timestep_embedding
 
 UNUSED_OPENCLIP = ("logit_scale", "attn_mask")
-MICRO_CONDITIONING = ("original_size", "crops_coords_top_left", "target_size")
 SCALING_FACTOR = 0.13025
 
 SDXL_UNET = UNetConfig(channel_mult=(1, 2, 4), attention_levels=(1, 2), num_heads=-1, num_head_channels=64,
