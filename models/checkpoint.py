@@ -49,6 +49,7 @@ TRAINING_BUFFERS = (
     "logvar",
     keys.CLIP + "embeddings.position_ids",
     keys.SDXL_CLIP + "embeddings.position_ids",
+    "denoiser.sigmas",  # sgm's (SDXL's) DiscreteDenoiser keeps its training sigmas in some files
 )
 OLD_TEXT_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
 

@@ -159,7 +159,7 @@ def tiny_sdxl_weights() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="session")
 def tiny_sdxl_original(tiny_sdxl_weights) -> dict[str, torch.Tensor]:
     """The same weights as Stability's original file stores them: the CLIP tower with one more layer and its final
-    norm (randomised, never run), CLIP's position ids and OpenCLIP's logit scale."""
+    norm (randomised, never run), CLIP's position ids, OpenCLIP's logit scale and sgm's denoiser sigmas."""
     from models import keys
     from reference import randomised
 
@@ -172,6 +172,7 @@ def tiny_sdxl_original(tiny_sdxl_weights) -> dict[str, torch.Tensor]:
     extra = randomised(unused, SEED + 5)
     extra[keys.SDXL_CLIP + "embeddings.position_ids"] = torch.arange(77)[None]
     extra[keys.SDXL_OPENCLIP + "logit_scale"] = torch.tensor(4.6, dtype=torch.float64)
+    extra["denoiser.sigmas"] = torch.linspace(0.03, 14.6, 1000, dtype=torch.float64)
     return {**tiny_sdxl_weights, **extra}
 
 

@@ -102,6 +102,8 @@ def test_family_defaults_and_micro_conditioning_checks(ours, tiny_weights):
 
     pipe = ours["file"]
     assert (pipe.family.sampler, pipe.family.spacing, pipe.family.native_size) == ("euler", "leading", 1024)
+    first, second = (tokenizer("a cat")[0] for tokenizer in pipe.tokenizers)
+    assert first[4:].tolist() == [49407] * 73 and second[4:].tolist() == [0] * 73  # pads: the end token, then id 0
     with pytest.raises(ValueError, match=r"crops_coords_top_left=\(1, 2, 3\) is invalid; allowed: a pair of integers"):
         pipe("a cat", height=64, width=64, steps=1, crops_coords_top_left=(1, 2, 3))
     sd1 = Pipeline(build(TINY_SD1, tiny_weights, "cpu", torch.float32))
