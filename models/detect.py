@@ -25,7 +25,7 @@ from models.config import ModelConfig, TextConfig, UNetConfig, VAEConfig
 from models.keys import (CLIP, OPENCLIP, SDXL_CLIP, SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING, SDXL_OPENCLIP,
                          SDXL_REFINER_OPENCLIP, UNET, VAE)
 from models.sdxl import SCALING_FACTOR as SDXL_SCALING_FACTOR
-from models.toy import TOY_HEADS, TOY_SCALING_FACTOR, TOY_UNET_CHANNELS
+from models.toy import TOY_HEADS, TOY_SCALING_FACTOR, TOY_SIZE, TOY_UNET_CHANNELS
 
 SDXL_MARKERS = (SDXL_CONDITIONER, SDXL_LABEL_EMBEDDING)
 V_MARKER = "v_pred"
@@ -57,7 +57,7 @@ class Family:
 FAMILIES = {
     "sd1-toy": Family("sd1-toy", "the toy SD 1 model trained on synthetic shapes (models/toy.py; UNet width 64)", CLIP,
                       "clip", "quick_gelu", None, TOY_HEADS, -1, False, False, TOY_SCALING_FACTOR, "epsilon",
-                      unet_channels=TOY_UNET_CHANNELS),
+                      unet_channels=TOY_UNET_CHANNELS, native_size=TOY_SIZE),
     "sd1": Family("sd1", "Stable Diffusion 1.x (CLIP ViT-L/14 text encoder, conv projections)", CLIP, "clip",
                   "quick_gelu", None, 8, -1, False, False, 0.18215, "epsilon"),
     "sd2": Family("sd2", "Stable Diffusion 2.x (OpenCLIP ViT-H/14 text encoder, linear projections)", OPENCLIP,

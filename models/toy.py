@@ -11,6 +11,7 @@ from models.config import ModelConfig, TextConfig, UNetConfig, VAEConfig
 TOY_WEIGHTS = Path(__file__).parent / "data" / "toy.safetensors"
 TOY_UNET_CHANNELS = 64  # the shape detection keys on
 TOY_HEADS = 4
+TOY_SIZE = 64  # the side of its pictures
 # 1 / std of the trained VAE's latent means over the training scenes, printed by scripts/train_toy.py and stored
 # in the shipped file's metadata (tests/test_toy.py checks the two agree).
 TOY_SCALING_FACTOR = 0.45227
