@@ -1,5 +1,6 @@
 """Stable Diffusion XL: detection, the two text towers, the text_time UNet and loading, against diffusers and
 transformers on the same random weights in float64 (parts within 1e-10)."""
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,17 @@ def test_float16_decode_upcasts_where_activations_overflow(tiny_sdxl_weights, mo
     assert (image.float() - wide.decode(z)).abs().max().item() <= 1e-2
     half.cfg = dataclasses.replace(half.cfg, force_upcast=False)
     assert not torch.isfinite(half.decode(z.half())).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_float16_file_loads_as_other_dtypes_and_samples(tiny_sdxl_original, tiny_sdxl_weights, tmp_path, dtype):
+    """A float16 single file (as SDXL base ships) read as bfloat16 and float32: every weight is the float16 value cast
+    once, and the pipeline draws finite pictures."""
+    from sld.pipeline import Pipeline
+
+    path = tmp_path / "sd_xl_half.safetensors"
+    save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in tiny_sdxl_original.items()}, path)
+    loaded = load_checkpoint(path, dtype=dtype)
+    assert_loaded(loaded.model, {k: v.half().to(dtype) for k, v in tiny_sdxl_weights.items()}, dtype=dtype)
+    out = Pipeline(loaded.model)("a photo of a cat", height=64, width=64, steps=2, safety="max", seed=0, output_type="np")
+    assert np.isfinite(out.images).all()
