@@ -66,10 +66,11 @@ def vector_conditioning(pooled: torch.Tensor, time_ids: torch.Tensor, adm_in_cha
 
 def drop_unused_sdxl_text(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove what SDXL never runs: the CLIP tower's last layer and final norm (it takes the penultimate hidden
-    state) and OpenCLIP's logit scale and mask buffer. Other files pass unchanged."""
+    state) and OpenCLIP's logit scale and mask buffer. A full CLIP tower is recognised by its final norm; a tower
+    saved from this model already ends one layer early. Other files pass unchanged."""
     layers = [int(m.group(1)) for k in sd if (m := re.match(re.escape(keys.SDXL_CLIP) + r"encoder\.layers\.(\d+)\.", k))]
-    if not layers:
-        return sd
+    if not layers or keys.SDXL_CLIP + "final_layer_norm.weight" not in sd:
+        return {k: v for k, v in sd.items() if k.removeprefix(keys.SDXL_OPENCLIP) not in UNUSED_OPENCLIP}
     unused = (keys.SDXL_CLIP + f"encoder.layers.{max(layers)}.", keys.SDXL_CLIP + "final_layer_norm.",
               *(keys.SDXL_OPENCLIP + name for name in UNUSED_OPENCLIP))
     return {k: v for k, v in sd.items() if not k.startswith(unused)}
