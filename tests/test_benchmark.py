@@ -1,4 +1,5 @@
-"""scripts/benchmark.py --quick runs end to end and prints its table with every row (no timing assertions)."""
+"""scripts/benchmark.py --quick (SD 1 and --family sdxl) runs end to end and prints its table with every row (no
+timing assertions)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,23 @@ def test_quick_benchmark_prints_every_row():
         assert all(float(value) > 0 for value in cells[1:]), cells
     assert any(line.startswith("UNet evaluation:") and "GFLOP" in line for line in lines)
     assert any(line.startswith("LoRA: 1 MB kohya file") for line in lines)
+
+
+SDXL_TASKS = (
+    "load, float16 checkpoint from page cache as bfloat16",
+    "load, float16 checkpoint from page cache as float32",
+    *TASKS[1:],
+)
+
+
+def test_quick_sdxl_benchmark_prints_every_row():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--family", "sdxl", "--repeats", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("## tiny SDXL topology") for line in lines)
+    labels = (*(f"{task} (s)" for task in SDXL_TASKS), *(f"CPU time: {task} (s)" for task in SDXL_TASKS),
+              *(f"peak RSS: {task} (MB)" for task in SDXL_TASKS), "UNet GFLOP/s, float32", "UNet GFLOP/s, bfloat16")
+    for label in labels:
+        cells = table_row(lines, label)
+        assert len(cells) == 4 and all(float(value) > 0 for value in cells[1:]), cells
