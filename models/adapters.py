@@ -76,6 +76,9 @@ def check_adapters(cfg: ModelConfig, shapes: dict[str, torch.Size], loras: Itera
                    embeddings: Iterable[EmbeddingSpec] = ()) -> CheckedAdapters:
     """Every file read and checked against the model of `cfg` with weights of `shapes`; the first bad file raises."""
     loras, embeddings = list(loras), list(embeddings)
+    if (loras or embeddings) and cfg.text2 is not None:
+        raise ValueError(f"LoRAs and textual-inversion embeddings are not supported on {cfg.family} models (two text "
+                         "towers, label_emb) yet; allowed: SD 1.x and 2.x models")
     targets = adapter_targets(cfg, shapes) if loras else {}
     layers = [layer for spec in loras for layer in check_lora(spec.path, spec.scale, targets, shapes)]
     tokenizer, checked = CLIPTokenizer(), []
@@ -88,4 +91,5 @@ def check_adapters(cfg: ModelConfig, shapes: dict[str, torch.Size], loras: Itera
 def apply_adapters(model, adapters: CheckedAdapters) -> None:
     """Merge the LoRAs into `model` (a StableDiffusion) and give its text tower and tokenizer the embeddings' words."""
     merge_lora(model, adapters.loras)
-    model.added_tokens.update(add_embeddings(model.text_encoder.token_embedding, adapters.embeddings))
+    if adapters.embeddings:  # check_adapters refuses them for two-tower (SDXL) models
+        model.added_tokens.update(add_embeddings(model.text_encoder.token_embedding, adapters.embeddings))

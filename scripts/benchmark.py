@@ -11,14 +11,16 @@ the two implementations alternating, and the table shows medians over `--repeats
     python scripts/benchmark.py --device cuda    # the same on a GPU in float16/bfloat16 (median of 20 calls)
     python scripts/benchmark.py --family sdxl    # SDXL base at 512x512: loads of the float16 file, SLD, VAE
 
-The LoRA row (SD 1.5 only) loads the same checkpoint with a random kohya LoRA of about 150 MB (float16; 1 MB with `--quick`) on
-every attention, feed-forward and projection layer of the UNet and the text encoder merged into the weights.
+The LoRA row (SD 1.5 only) loads the same checkpoint with a random kohya LoRA of about 150 MB (float16; 1 MB with
+`--quick`) on every attention, feed-forward and projection layer of the UNet and the text encoder merged into the
+weights.
 
 The SLD evaluation is one UNet call for 3 guidance branches (unconditional, prompt, safety concept) of one
 latent: ours takes x [1, 4, h, w] with context [3, 77, 768] (SDXL: [3, 77, 2048] and each branch's vector
 conditioning); diffusers takes x repeated 3 times, as its pipeline does. FLOPs per UNet evaluation are counted
 once with `torch.utils.flop_counter.FlopCounterMode` on the meta device (convolutions, matmuls and attention, a
-multiply-add = 2 FLOPs; the 3 full branches, so the shared-prefix saving shows as a higher rate); the matmul peak is the best of a few square `torch.mm` calls in each dtype.
+multiply-add = 2 FLOPs; the 3 full branches, so the shared-prefix saving shows as a higher rate); the matmul peak
+is the best of a few square `torch.mm` calls in each dtype.
 diffusers and transformers are imported here only, never by the packages.
 """
 import argparse
