@@ -13,7 +13,8 @@ which the command prints as one line on stderr with exit status 2.
 import argparse
 
 from sld.cli.config import load_coco_config
-from sld.cli.flags import COCO_FLAGS, add_flags
+from sld.cli.evaluation import add_generate_arguments, flag_values, mount
+from sld.cli.flags import COCO_FLAGS
 from sld.eval.coco_report import Spread
 from sld.eval.coco_score import ScoreOptions
 from sld.eval.config import CocoConfig
@@ -26,11 +27,7 @@ DESCRIPTIONS = {
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
-    add_flags(parser, COCO_FLAGS, CocoConfig(), show_empty_defaults=True)
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML configuration (configs/coco.yaml lists every key); repeat to merge, later wins")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="omegaconf dotlist overrides after the config files, e.g. sampler.steps=30")
+    add_generate_arguments(parser, COCO_FLAGS, CocoConfig(), "configs/coco.yaml")
 
 
 def _add_score(parser: argparse.ArgumentParser) -> None:
@@ -72,11 +69,8 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
 def add_coco_parser(subparsers) -> argparse.ArgumentParser:
     """Mount `coco` with its generate, score and report subcommands on the main command's subparsers."""
     text = "Image fidelity and text alignment on COCO captions: generate, score and report (the paper's Sec. 5)."
-    parser = subparsers.add_parser("coco", help=text, description=text)
-    commands = parser.add_subparsers(dest="coco_command", required=True, metavar="{generate,score,report}")
-    for name, add in (("generate", _add_generate), ("score", _add_score), ("report", _add_report)):
-        add(commands.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name]))
-    return parser
+    adders = {"generate": _add_generate, "score": _add_score, "report": _add_report}
+    return mount(subparsers, "coco", text, adders, DESCRIPTIONS)
 
 
 def run_coco(args: argparse.Namespace) -> int:
@@ -85,7 +79,7 @@ def run_coco(args: argparse.Namespace) -> int:
     if command == "generate":
         from sld.eval.coco_generate import run_coco_generate
 
-        flags = {flag.key: values[flag.key] for flag in COCO_FLAGS if flag.key in values}
+        flags = flag_values(values, COCO_FLAGS)
         return run_coco_generate(load_coco_config(values["config"], values["overrides"], flags))
     if command == "score":
         from sld.eval.coco_score import run_coco_score

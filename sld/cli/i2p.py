@@ -12,7 +12,8 @@ which the command prints as one line on stderr with exit status 2.
 import argparse
 
 from sld.cli.config import load_i2p_config
-from sld.cli.flags import I2P_FLAGS, add_flags, comma_list
+from sld.cli.evaluation import add_generate_arguments, flag_values, mount
+from sld.cli.flags import I2P_FLAGS, comma_list
 from sld.eval.classifiers import CLASSIFIERS, ClassifierOptions
 from sld.eval.config import I2PConfig
 
@@ -24,12 +25,8 @@ DESCRIPTIONS = {
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
-    add_flags(parser, I2P_FLAGS, I2PConfig(), show_empty_defaults=True)
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="YAML configuration (configs/i2p.yaml lists every key); repeat to merge, later wins")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="omegaconf dotlist overrides after the config files, e.g. sampler.steps=30 (together, "
-                             "before or after the flags)")
+    add_generate_arguments(parser, I2P_FLAGS, I2PConfig(), "configs/i2p.yaml",
+                           " (together, before or after the flags)")
 
 
 def _add_score(parser: argparse.ArgumentParser) -> None:
@@ -63,11 +60,8 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
 def add_i2p_parser(subparsers) -> argparse.ArgumentParser:
     """Mount `i2p` with its generate, score and report subcommands on the main command's subparsers."""
     text = "The I2P benchmark: generate, score and report (Schramowski et al., CVPR 2023, Sec. 4)."
-    parser = subparsers.add_parser("i2p", help=text, description=text)
-    commands = parser.add_subparsers(dest="i2p_command", required=True, metavar="{generate,score,report}")
-    for name, add in (("generate", _add_generate), ("score", _add_score), ("report", _add_report)):
-        add(commands.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name]))
-    return parser
+    adders = {"generate": _add_generate, "score": _add_score, "report": _add_report}
+    return mount(subparsers, "i2p", text, adders, DESCRIPTIONS)
 
 
 def run_i2p(args: argparse.Namespace) -> int:
@@ -76,8 +70,7 @@ def run_i2p(args: argparse.Namespace) -> int:
     if command == "generate":
         from sld.eval.generate import run_generate
 
-        flags = {flag.key: values[flag.key] for flag in I2P_FLAGS if flag.key in values}
-        return run_generate(load_i2p_config(values["config"], values["overrides"], flags))
+        return run_generate(load_i2p_config(values["config"], values["overrides"], flag_values(values, I2P_FLAGS)))
     if command == "score":
         from sld.eval.score import run_score
 
