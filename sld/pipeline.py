@@ -97,8 +97,8 @@ class Pipeline:
                 raise ValueError("safety='negative' uses the concept as the negative prompt; leave negative_prompt=None")
             negatives = [chosen.negative_prompt] * len(prompts)
         chain = guidance_hooks([*chosen.hooks(), *hooks])
-        plan = plan_sampling(sampler or self.family.sampler, steps, spacing or self.family.spacing, self.alphas_cumprod,
-                             eta=eta, karras=karras)
+        sampler, spacing = self.family.sampling(sampler, spacing)
+        plan = plan_sampling(sampler, steps, spacing, self.alphas_cumprod, eta=eta, karras=karras)
 
         concepts = list(dict.fromkeys(text for hook in chain for text in hook.concepts()))
         # diffusers' force_zeros_for_empty_prompt: no negative prompt at all -> zero unconditional embeddings

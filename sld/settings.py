@@ -70,9 +70,10 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def for_family(section: SamplerSection, family: str) -> SamplerSection:
-    """The section with the model family's sampler and spacing where it leaves them unset (models/detect.py)."""
-    defaults = FAMILIES[family]
-    return dataclasses.replace(section, name=section.name or defaults.sampler, spacing=section.spacing or defaults.spacing)
+    """The section with the model family's sampler and spacing where it leaves them unset (the rule: models/detect.py
+    `Family.sampling`, which the pipeline applies too)."""
+    name, spacing = FAMILIES[family].sampling(section.name, section.spacing)
+    return dataclasses.replace(section, name=name, spacing=spacing)
 
 
 def sampling_plan(section: SamplerSection, family: str = "sd1") -> Plan:

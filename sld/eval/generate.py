@@ -32,7 +32,7 @@ from sld.io.files import prepare_output_dir, write_atomic
 from sld.io.model_id import ModelId, model_id_of
 from sld.io.records import canonical, generation_record, is_done, save_png
 from sld.pipeline import Pipeline
-from sld.settings import sampling_plan, spacing_of
+from sld.settings import for_family, sampling_plan, spacing_of
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,8 @@ class Recorder:
         self.plan = plan
         self.pipe = pipe
         self.model_section = dataclasses.replace(plan.config.model, device=device_type)
-        sampler = sampler_section(plan.config.sampler)
+        # the spacing and timesteps the pipeline will use: unset sampler and spacing are the model family's
+        sampler = for_family(sampler_section(plan.config.sampler), pipe.model.cfg.family)
         sampling = sampling_plan(sampler)
         self.spacing = spacing_of(sampler, sampling)
         self.timesteps = list(sampling.schedule.timesteps)
