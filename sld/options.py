@@ -75,28 +75,37 @@ def check_options(opts: GenerationOptions, downscale: int, latent_channels: int,
 MICRO_CONDITIONING = ("original_size", "crops_coords_top_left", "target_size")
 
 
-def micro_conditioning_values(values: dict[str, object], height: int, width: int) -> dict[str, tuple[int, int]]:
-    """SDXL's micro-conditioning, each given value checked (a pair of integers >= 0), the others at their defaults
-    (original_size and target_size (height, width), crops_coords_top_left (0, 0))."""
-    defaults = dict(original_size=(height, width), crops_coords_top_left=(0, 0), target_size=(height, width))
-    chosen = {}
-    for name in MICRO_CONDITIONING:
-        value = defaults[name] if values.get(name) is None else values[name]
+def check_micro_conditioning(values: dict[str, object], describe=str) -> dict[str, tuple[int, int]]:
+    """The given (not None) values of SDXL's micro-conditioning, each a pair of integers >= 0; `describe` names a
+    keyword in errors (the command line: its flag and key)."""
+    given = {}
+    for name, value in values.items():
+        if value is None:
+            continue
         if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_int(v) and v >= 0 for v in value):
-            raise ValueError(f"{name}={value!r} is invalid; allowed: a pair of integers >= 0, e.g. (1024, 1024)")
-        chosen[name] = tuple(value)
-    return chosen
+            raise ValueError(f"{describe(name)}={value!r} is invalid; allowed: a pair of integers >= 0, e.g. (1024, 1024)")
+        given[name] = tuple(value)
+    return given
+
+
+def micro_conditioning_values(values: dict[str, object], height: int, width: int, family: str, supported: bool,
+                              describe=str) -> dict[str, tuple[int, int]] | None:
+    """SDXL's micro-conditioning, the given values checked (check_micro_conditioning), the others at their defaults
+    (original_size and target_size (height, width), crops_coords_top_left (0, 0)); None for a family without
+    micro-conditioning, which refuses any given value."""
+    given = check_micro_conditioning(values, describe)
+    if not supported:
+        if given:
+            name = next(iter(given))
+            raise ValueError(f"{describe(name)}={values[name]!r}: the {family} model takes no micro-conditioning "
+                             f"({', '.join(MICRO_CONDITIONING)} are SDXL's); leave it unset")
+        return None
+    defaults = dict(original_size=(height, width), crops_coords_top_left=(0, 0), target_size=(height, width))
+    return {name: given.get(name, defaults[name]) for name in MICRO_CONDITIONING}
 
 
 def micro_conditioning(values: dict[str, object], height: int, width: int, family: str, supported: bool
                        ) -> tuple[int, ...] | None:
-    """SDXL's six time ids in the UNet's order (micro_conditioning_values); None for a family without
-    micro-conditioning, which refuses the keywords."""
-    given = {name: value for name, value in values.items() if value is not None}
-    if not supported:
-        if given:
-            name = next(iter(given))
-            raise ValueError(f"{name}={given[name]!r}: the {family} model takes no micro-conditioning "
-                             f"({', '.join(MICRO_CONDITIONING)} are SDXL's); leave it unset")
-        return None
-    return tuple(v for pair in micro_conditioning_values(given, height, width).values() for v in pair)
+    """SDXL's six time ids in the UNet's order (micro_conditioning_values); None for a family without them."""
+    chosen = micro_conditioning_values(values, height, width, family, supported)
+    return None if chosen is None else tuple(v for pair in chosen.values() for v in pair)

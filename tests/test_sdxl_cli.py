@@ -4,6 +4,7 @@ micro-conditioning, `sld compare` draws a grid."""
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -63,3 +64,51 @@ def test_compare_draws_a_grid_on_sdxl(tiny_sdxl_file, tmp_path, monkeypatch):
     (grid,) = sorted(out.glob("*.png"))
     record = json.loads(Image.open(grid).text[RECORD_KEY])
     assert record["model"]["family"] == "sdxl" and record["micro_conditioning"]["target_size"] == [64, 96]
+
+
+MICRO = {"original_size": (128, 96), "crops_coords_top_left": (8, 16), "target_size": (48, 80)}
+
+
+@pytest.mark.parametrize("spelling", ["flags", "yaml"])
+def test_micro_conditioning_from_the_command_line_reaches_the_image(tiny_sdxl_file, tmp_path, monkeypatch, spelling):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if spelling == "flags":
+        given = ["--original-size", "128x96", "--crop-top-left", "8,16", "--target-size", "48x80"]
+    else:
+        config = tmp_path / "micro.yaml"
+        config.write_text("image:\n  original_size: [128, 96]\n  crops_coords_top_left: [8, 16]\n")
+        given = ["--config", str(config), "image.target_size=[48,80]"]
+    out = tmp_path / "generated"
+    assert main(["generate", "--model", str(tiny_sdxl_file), "--prompt", "a photo of a cat", "--seed", "3",
+                 "--preset", "none", *FAST, *given, "--out", str(out)]) == 0
+    (file,) = sorted(out.glob("*.png"))
+    image = Image.open(file)
+    assert json.loads(image.text[RECORD_KEY])["micro_conditioning"] == {k: list(v) for k, v in MICRO.items()}
+    import sld
+
+    pipe = sld.load(str(tiny_sdxl_file))
+    expected = pipe("a photo of a cat", height=64, width=96, steps=2, seed=3, safety=None, **MICRO).images[0]
+    default = pipe("a photo of a cat", height=64, width=96, steps=2, seed=3, safety=None).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
+    assert not np.array_equal(np.asarray(expected), np.asarray(default))  # the values do reach the UNet
+
+
+BAD_MICRO_CONDITIONING = {
+    "on another family": (["--model", "tiny", "--original-size", "768x1024"],
+                          "--original-size (image.original_size)=[768, 1024]: the sd1 model takes no "
+                          "micro-conditioning (original_size, crops_coords_top_left, target_size are SDXL's)"),
+    "not HxW": (["--original-size", "768"], "argument --original-size: '768' is not allowed; allowed: HxW"),
+    "not Y,X": (["--crop-top-left", "-1,0"], "argument --crop-top-left: '-1,0' is not allowed; allowed: Y,X"),
+    "not a pair in YAML": (["image.target_size=[1,2,3]"],
+                           "--target-size (image.target_size)=[1, 2, 3] is invalid; allowed: a pair of integers >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MICRO_CONDITIONING)
+def test_bad_micro_conditioning_is_one_line_and_exit_status_2(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    argv, expected = BAD_MICRO_CONDITIONING[case]
+    status = main(["generate", "--prompt", "a cat", *FAST, *argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.splitlines()) == 1, err
+    assert expected in err

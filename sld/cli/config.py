@@ -23,7 +23,7 @@ from sld.eval.config import STRATEGIES, CocoConfig, I2PConfig, sampler_section
 from sld.eval.prompts import check_categories
 from sld.hooks.resolve import NONE, SETTING_NAMES, Safety, guidance_hooks, resolve_safety
 from sld.hooks.safety import PRESET_VALUES, SLD_VALUES, preset
-from sld.options import MAX_SEED, check_size
+from sld.options import MAX_SEED, MICRO_CONDITIONING, check_micro_conditioning, check_size
 from sld.settings import DTYPE_NAMES, ModelSection, SamplerSection, sampling_plan
 
 
@@ -39,6 +39,10 @@ class ImageSection:
     height: int | None = None  # None: the model's native size (512; 768 for v-prediction models; 1024 for SDXL; 64 for toy and tiny)
     width: int | None = None
     n: int = 1  # images per prompt (compare: rows)
+    # SDXL's micro-conditioning (sld/options.py), [H, W], [Y, X], [H, W]; None: the image size, [0, 0], the image size
+    original_size: list[int] | None = None
+    crops_coords_top_left: list[int] | None = None
+    target_size: list[int] | None = None
 
 
 @dataclass
@@ -165,10 +169,20 @@ def check_run_config(run: RunConfig) -> None:
     _check_size("image.width", run.image.width)
     if run.image.n < 1:
         raise ValueError(f"{describe('image.n')}={run.image.n} is invalid; allowed: an integer >= 1")
+    check_micro_conditioning(micro_conditioning_of(run.image), describe_image_key)  # the family: once loaded
     if safety_setting(run.sld).negative_prompt is not None and run.prompt.negative is not None:
         raise ValueError(f"{describe('prompt.negative')} cannot be combined with {describe('sld.preset')}='negative', "
                          "which uses the concept as the negative prompt; allowed: one of the two")
     hook_chain(run.hooks)
+
+
+def micro_conditioning_of(image: ImageSection) -> dict[str, list[int] | None]:
+    """SDXL's micro-conditioning keywords as the image section sets them (None: unset)."""
+    return {name: getattr(image, name) for name in MICRO_CONDITIONING}
+
+
+def describe_image_key(name: str) -> str:
+    return describe("image." + name)
 
 
 def safety_setting(section: SLDSection) -> Safety:

@@ -33,6 +33,23 @@ def yes_no(text: str) -> bool:
     return word in TRUE_WORDS
 
 
+def pixel_pair(text: str) -> list[int]:
+    """"HxW" (a size) -> [H, W]."""
+    return _int_pair(text, "x", "HxW, e.g. 1024x1024")
+
+
+def offset_pair(text: str) -> list[int]:
+    """"Y,X" (a crop's top-left corner) -> [Y, X]."""
+    return _int_pair(text, ",", "Y,X, e.g. 0,0")
+
+
+def _int_pair(text: str, separator: str, form: str) -> list[int]:
+    parts = text.lower().split(separator)
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: {form} (integers >= 0)")
+    return [int(part) for part in parts]
+
+
 @dataclass(frozen=True)
 class Flag:
     name: str  # "--steps"
@@ -85,13 +102,20 @@ FLAGS = (
     Flag("--height", "image.height", "PX", "image height, a multiple of 8 (default: the model's native size)",
          int),
     Flag("--width", "image.width", "PX", "image width, a multiple of 8 (default: the model's native size)", int),
+    Flag("--original-size", "image.original_size", "HxW", "SDXL micro-conditioning: the size the model is told the "
+         "training image had (default: the image size)", pixel_pair),
+    Flag("--crop-top-left", "image.crops_coords_top_left", "Y,X", "SDXL micro-conditioning: the top-left corner of "
+         "the crop the model is told was taken (default: 0,0)", offset_pair),
+    Flag("--target-size", "image.target_size", "HxW", "SDXL micro-conditioning: the target size the model is told "
+         "(default: the image size)", pixel_pair),
     Flag("--dtype", "model.dtype", "NAME", "dtype to compute in", choices=DTYPE_NAMES),
     Flag("--device", "model.device", "NAME", "torch device: cpu, cuda, cuda:1, mps"),
     Flag("--out", "out", "DIR", "output directory"),
 )
 
 _COMMON = ("--model", "--lora", "--embedding", "--prompt", "--negative", "--concept", "--sampler", "--spacing",
-           "--steps", "--cfg", "--seed", "--n", "--height", "--width", "--dtype", "--device", "--out", "--hook", "--plugin")
+           "--steps", "--cfg", "--seed", "--n", "--height", "--width", "--original-size", "--crop-top-left",
+           "--target-size", "--dtype", "--device", "--out", "--hook", "--plugin")
 _GENERATE = _COMMON + ("--prompt-file", "--preset", "--sld-guidance-scale", "--sld-threshold", "--sld-warmup-steps",
                        "--sld-momentum-scale", "--sld-momentum-beta")
 COMMAND_FLAGS = {"generate": _GENERATE, "compare": _COMMON + ("--settings",), "sweep": _GENERATE}

@@ -6,7 +6,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sld.api import load_pipeline, native_size
-from sld.cli.config import RunConfig, hook_chain
+from sld.cli.config import RunConfig, describe_image_key, hook_chain, micro_conditioning_of
 from sld.hooks.resolve import Safety
 from sld.io.model_id import model_id_of
 from sld.io.records import generation_record
@@ -40,7 +40,8 @@ def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
     height, width = run.image.height or native, run.image.width or native
     spacing = spacing_of(sampler, plan)
     hooks = [{"name": name, "args": run.hooks.args.get(name, {})} for name in run.hooks.names]
-    micro = micro_conditioning_values({}, height, width) if cfg.unet.adm_in_channels else {}
+    micro = micro_conditioning_values(micro_conditioning_of(run.image), height, width, cfg.family,
+                                      supported=cfg.unet.adm_in_channels > 0, describe=describe_image_key) or {}
     record = generation_record(model=run.model, model_id=model_id_of(run.model), family=cfg.family,
                                prediction=cfg.prediction, sampler=sampler, spacing=spacing,
                                timesteps=plan.schedule.timesteps, height=height, width=width,
