@@ -7,8 +7,12 @@ layers_0_self_attn_q_proj`), diffusers/PEFT files keep the dots under the pipeli
 (`transformer_blocks`, `to_q`), so the map goes the other way, as ComfyUI's `model_lora_keys_unet` does: every module
 the model has is named in the adapter layouts, through the diffusers -> CompVis module map the folder reader uses.
 
-A target is a weight key and, for SD 2's OpenCLIP tower where q, k and v share one fused `in_proj_weight`, the rows of
-it that the adapter's module owns. Each text tower is one `Tower` entry, so a second one (SDXL) adds a row.
+A target is a weight key and, for the OpenCLIP towers (SD 2, SDXL's second) where q, k and v share one fused
+`in_proj_weight`, the rows of it that the adapter's module owns. Each text tower is one `Tower` entry: SDXL has two
+(`lora_te1_` / `text_encoder.` and `lora_te2_` / `text_encoder_2.`). SDXL's UNet is also named in CompVis style
+(`lora_unet_input_blocks_4_1_proj_in`: kohya trains SDXL on sgm's UNet), which are the model's own names. SDXL runs
+its CLIP tower only to the penultimate layer; adapter modules of the last layer are accepted and change nothing
+(`UNUSED`), as in the reference, where that layer's output is never read.
 """
 from __future__ import annotations
 
@@ -24,8 +28,11 @@ from models.diffusers_keys import CLIP_OPTIONAL_PREFIX, UNET_RESNET, unet_module
 
 @dataclass(frozen=True)
 class Target:
-    key: str  # the CompVis weight a LoRA delta is added to
+    key: str | None  # the CompVis weight a LoRA delta is added to; None: a module the model never runs (UNUSED)
     rows: tuple[int, int] | None = None  # [start, stop) of the weight's rows; None: the whole weight
+
+
+UNUSED = Target(None)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class Tower:
 
 UNET_TOWER = Tower(("lora_unet_",), "unet.")
 TEXT_TOWER = Tower(("lora_te_", "lora_te1_"), "text_encoder.")
+TEXT2_TOWER = Tower(("lora_te2_",), "text_encoder_2.")  # SDXL's OpenCLIP ViT-bigG
+CLIP_LAYER_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1",
+                      "mlp.fc2")
 
 # CLIPTextModel module (transformers names, under `text_model.encoder.layers.N.`) -> open_clip's, for SD 2.
 OPENCLIP_MODULES = {"self_attn.out_proj": "attn.out_proj", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
@@ -54,7 +64,7 @@ def _diffusers_unet_modules(cfg: ModelConfig) -> list[str]:
     """Every module path a diffusers UNet of this config may have (a superset; the caller keeps those that exist)."""
     levels, layers = len(cfg.unet.channel_mult), cfg.unet.num_res_blocks
     resnet = list(UNET_RESNET)
-    attention = _transformer_modules(cfg.unet.transformer_depth)
+    attention = _transformer_modules(max(cfg.unet.depth(level) for level in range(levels)))
     names = ["time_embedding.linear_1", "time_embedding.linear_2", "conv_in", "conv_out"]
     for level in range(levels):
         names += [f"down_blocks.{level}.resnets.{j}.{x}" for j in range(layers) for x in resnet]
@@ -79,16 +89,27 @@ def unet_targets(cfg: ModelConfig, shapes: dict[str, torch.Size]) -> dict[str, T
     return targets
 
 
-def clip_targets(shapes: dict[str, torch.Size]) -> dict[str, Target]:
+def compvis_unet_targets(shapes: dict[str, torch.Size]) -> dict[str, Target]:
+    """CompVis UNet module path (`input_blocks.4.1.proj_in`, sgm's names) -> its weight, for every matrix or kernel."""
+    pattern = re.compile(re.escape(keys.UNET) + r"(.+)\.weight")
+    return {m[1]: Target(key) for key in shapes if (m := pattern.fullmatch(key)) and len(shapes[key]) >= 2}
+
+
+def clip_targets(shapes: dict[str, torch.Size], prefix: str = keys.CLIP) -> dict[str, Target]:
     """CLIPTextModel module path (`text_model.encoder.layers.0.self_attn.q_proj`) -> the weight: names are shared."""
-    pattern = re.compile(re.escape(keys.CLIP) + r"(encoder\..+)\.weight")
+    pattern = re.compile(re.escape(prefix) + r"(encoder\..+)\.weight")
     return {f"text_model.{m[1]}": Target(key) for key in shapes
             if (m := pattern.fullmatch(key)) and len(shapes[key]) == 2}
 
 
-def openclip_targets(shapes: dict[str, torch.Size]) -> dict[str, Target]:
+def unused_clip_layer(layer: int) -> dict[str, Target]:
+    """The modules of a CLIP layer the model never runs (SDXL's last: it takes the penultimate hidden state)."""
+    return {f"text_model.encoder.layers.{layer}.{name}": UNUSED for name in CLIP_LAYER_MODULES}
+
+
+def openclip_targets(shapes: dict[str, torch.Size], prefix: str = keys.OPENCLIP) -> dict[str, Target]:
     """CLIPTextModel module path -> open_clip weight; q, k, v -> their thirds of the fused `in_proj_weight`."""
-    pattern = re.compile(re.escape(keys.OPENCLIP) + r"transformer\.resblocks\.(\d+)\.attn\.in_proj_weight")
+    pattern = re.compile(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.attn\.in_proj_weight")
     targets = {}
     for key in shapes:
         if match := pattern.fullmatch(key):
@@ -102,8 +123,12 @@ def openclip_targets(shapes: dict[str, torch.Size]) -> dict[str, Target]:
 
 
 def tower_targets(cfg: ModelConfig, shapes: dict[str, torch.Size]) -> list[tuple[Tower, dict[str, Target]]]:
+    unet = (UNET_TOWER, {**unet_targets(cfg, shapes), **compvis_unet_targets(shapes)})
+    if cfg.text2 is not None:  # SDXL: CLIP ViT-L run to its penultimate layer, then OpenCLIP ViT-bigG
+        clip = {**clip_targets(shapes, keys.SDXL_CLIP), **unused_clip_layer(cfg.text.layers)}
+        return [unet, (TEXT_TOWER, clip), (TEXT2_TOWER, openclip_targets(shapes, keys.SDXL_OPENCLIP))]
     text = openclip_targets(shapes) if cfg.text.kind == "openclip" else clip_targets(shapes)
-    return [(UNET_TOWER, unet_targets(cfg, shapes)), (TEXT_TOWER, text)]
+    return [unet, (TEXT_TOWER, text)]
 
 
 def adapter_targets(cfg: ModelConfig, shapes: dict[str, torch.Size]) -> dict[str, Target]:

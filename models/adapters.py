@@ -76,20 +76,27 @@ def check_adapters(cfg: ModelConfig, shapes: dict[str, torch.Size], loras: Itera
                    embeddings: Iterable[EmbeddingSpec] = ()) -> CheckedAdapters:
     """Every file read and checked against the model of `cfg` with weights of `shapes`; the first bad file raises."""
     loras, embeddings = list(loras), list(embeddings)
-    if (loras or embeddings) and cfg.text2 is not None:
-        raise ValueError(f"LoRAs and textual-inversion embeddings are not supported on {cfg.family} models (two text "
-                         "towers, label_emb) yet; allowed: SD 1.x and 2.x models")
+    towers = [text for text in (cfg.text, cfg.text2) if text is not None]
+    if embeddings and len({text.vocab_size for text in towers}) != 1:
+        sizes = ", ".join(str(text.vocab_size) for text in towers)
+        raise ValueError(f"textual-inversion embeddings need text towers of one vocabulary size (the new words take "
+                         f"the same ids in each); this {cfg.family} model has {sizes}")
     targets = adapter_targets(cfg, shapes) if loras else {}
     layers = [layer for spec in loras for layer in check_lora(spec.path, spec.scale, targets, shapes)]
     tokenizer, checked = CLIPTokenizer(), []
     for spec in embeddings:
         taken = {embedding.token.lower() for embedding in checked}
-        checked.append(check_embedding(spec.path, spec.word, cfg.text.width, tokenizer, taken))
+        checked.append(check_embedding(spec.path, spec.word, tuple(text.width for text in towers), tokenizer, taken))
     return CheckedAdapters(layers, checked)
 
 
 def apply_adapters(model, adapters: CheckedAdapters) -> None:
     """Merge the LoRAs into `model` (a StableDiffusion) and give its text tower and tokenizer the embeddings' words."""
     merge_lora(model, adapters.loras)
-    if adapters.embeddings:  # check_adapters refuses them for two-tower (SDXL) models
-        model.added_tokens.update(add_embeddings(model.text_encoder.token_embedding, adapters.embeddings))
+    if not adapters.embeddings:
+        return
+    encoder = model.text_encoder
+    towers = encoder.embedders if model.cfg.text2 is not None else [encoder]  # SDXL: CLIP ViT-L, OpenCLIP ViT-bigG
+    # every table has the same size (check_adapters), so a word's ids are the same in each
+    ids = [add_embeddings(tower.token_embedding, adapters.embeddings, index) for index, tower in enumerate(towers)]
+    model.added_tokens.update(ids[0])

@@ -43,10 +43,10 @@ class Pipeline:
         self.source = source
         self.loras, self.embeddings = tuple(loras), tuple(embeddings)
         self.family = FAMILIES[model.cfg.family]
-        # textual-inversion words live in the first tower's vocabulary (models/adapters.py)
+        # textual-inversion words take the same ids in every tower's vocabulary (models/adapters.py)
         self.tokenizers = [CLIPTokenizer(max_length=text.max_length, pad_token_id=text.pad_token_id,
-                                         added_tokens=model.added_tokens if i == 0 else {})
-                           for i, text in enumerate(t for t in (model.cfg.text, model.cfg.text2) if t is not None)]
+                                         added_tokens=model.added_tokens)
+                           for text in (model.cfg.text, model.cfg.text2) if text is not None]
         self.tokenizer = self.tokenizers[0]
         self.alphas_cumprod = alphas_cumprod(scaled_linear_betas())
 

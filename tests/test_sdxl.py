@@ -140,11 +140,3 @@ def test_a_file_saved_from_the_model_loads_back(ours, tmp_path):
     assert loaded.model.cfg == TINY_SDXL
     assert_loaded(loaded.model, ours.state_dict())
 
-
-def test_adapters_refused_on_sdxl_with_one_clear_error(tiny_sdxl_file, tmp_path):
-    import sld
-
-    lora = tmp_path / "style.safetensors"
-    save_safetensors({"lora_unet_down_blocks_1_attentions_0_proj_in.alpha": torch.tensor(1.0)}, lora)
-    with pytest.raises(ValueError, match="LoRAs and textual-inversion embeddings are not supported on sdxl models"):
-        sld.load(str(tiny_sdxl_file), loras=[str(lora)])
