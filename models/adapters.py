@@ -1,6 +1,6 @@
 """LoRAs and textual-inversion embeddings applied at load: every file is read and checked against the model's shapes
 (`check_adapters`) before any weight changes (`apply_adapters`), so a bad file never leaves a model changed in part.
-Several LoRAs add up in the order given; embeddings take new rows of the text tower's token table."""
+Several LoRAs add up in the order given; embeddings take new rows of each text tower's token table."""
 from __future__ import annotations
 
 import math

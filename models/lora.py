@@ -24,9 +24,9 @@ PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_A.weight": "d
          "alpha": "alpha"}
 KEY = re.compile(r"(.+?)\.(" + "|".join(re.escape(part) for part in PARTS) + ")")
 METADATA_KEY = "lora_adapter_metadata"  # diffusers' save_lora_weights: {"unet.lora_alpha": 8, "unet.r": 4, ...}
-EXPECTED = ("kohya names (lora_unet_*, lora_te_*; SDXL: lora_te1_*, lora_te2_*) with .lora_down.weight, .lora_up.weight "
-            "and .alpha, or diffusers names (unet.*, text_encoder.*; SDXL: text_encoder_2.*) with .lora_A.weight and "
-            ".lora_B.weight")
+EXPECTED = ("kohya names (lora_unet_*, lora_te_*; SDXL: lora_te1_*, lora_te2_*) with .lora_down.weight, "
+            ".lora_up.weight and .alpha, or diffusers names (unet.*, text_encoder.*; SDXL: text_encoder_2.*) with "
+            ".lora_A.weight and .lora_B.weight")
 
 
 class AdapterError(CheckpointError):

@@ -83,7 +83,8 @@ def check_micro_conditioning(values: dict[str, object], describe=str) -> dict[st
         if value is None:
             continue
         if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_int(v) and v >= 0 for v in value):
-            raise ValueError(f"{describe(name)}={value!r} is invalid; allowed: a pair of integers >= 0, e.g. (1024, 1024)")
+            raise ValueError(f"{describe(name)}={value!r} is invalid; allowed: a pair of integers >= 0, "
+                             "e.g. (1024, 1024)")
         given[name] = tuple(value)
     return given
 
