@@ -112,7 +112,7 @@ class OpenCLIPTextModelWithProjection(OpenCLIPTextModel):
 class OpenCLIPPooledTextEncoder(nn.Module):
     """SDXL's OpenCLIP ViT-bigG tower (sgm `FrozenOpenCLIPEmbedder2`, layer="penultimate", always_return_pooled):
     token ids [B, 77] -> (the penultimate block's output [B, 77, width], no ln_final; pooled [B, projection_dim] =
-    ln_final of the last block's output at the end token (the largest id) @ text_projection)."""
+    ln_final of the last block's output at the end token (the largest id of the vocabulary) @ text_projection)."""
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
@@ -127,6 +127,9 @@ class OpenCLIPPooledTextEncoder(nn.Module):
         for block in blocks:
             x = block(x)
         penultimate = x
-        ends = self.model.ln_final(last(x)[torch.arange(ids.shape[0], device=ids.device), ids.argmax(dim=-1)])
+        # the end token is the largest id of the vocabulary; textual-inversion ids lie above it and are skipped
+        # (transformers pools at the first end token, kohya's SDXL pool_workaround likewise)
+        end = torch.where(ids < self.cfg.vocab_size, ids, -1).argmax(dim=-1)
+        ends = self.model.ln_final(last(x)[torch.arange(ids.shape[0], device=ids.device), end])
         pooled = ends @ self.model.text_projection.to(dtype)
         return penultimate.to(weights.dtype), pooled.to(weights.dtype)
