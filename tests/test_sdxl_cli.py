@@ -98,7 +98,7 @@ BAD_MICRO_CONDITIONING = {
                           "--original-size (image.original_size)=[768, 1024]: the sd1 model takes no "
                           "micro-conditioning (original_size, crops_coords_top_left, target_size are SDXL's)"),
     "not HxW": (["--original-size", "768"], "argument --original-size: '768' is not allowed; allowed: HxW"),
-    "not Y,X": (["--crop-top-left", "-1,0"], "argument --crop-top-left: '-1,0' is not allowed; allowed: Y,X"),
+    "not Y,X": (["--crop-top-left", "8x16"], "argument --crop-top-left: '8x16' is not allowed; allowed: Y,X"),
     "not a pair in YAML": (["image.target_size=[1,2,3]"],
                            "--target-size (image.target_size)=[1, 2, 3] is invalid; allowed: a pair of integers >= 0"),
 }
