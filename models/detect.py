@@ -53,7 +53,7 @@ class Family:
     force_upcast: bool = False  # decode float16 weights in float32 (the SDXL VAE overflows float16)
     zeros_for_empty_prompt: bool = False  # no negative prompt: zero unconditional embeddings instead of encoding ""
 
-    def sampling(self, sampler: str | None, spacing: str | None) -> tuple[str, str | None]:
+    def sampler_and_spacing(self, sampler: str | None, spacing: str | None) -> tuple[str, str | None]:
         """The one rule for an unset (None) sampler and spacing: the family's (spacing None here: the sampler's own).
         The pipeline's door applies it; the command line and the evaluation ask it for what they record."""
         return sampler or self.sampler, spacing or self.spacing

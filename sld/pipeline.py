@@ -97,7 +97,7 @@ class Pipeline:
                 raise ValueError("safety='negative' uses the concept as the negative prompt; leave negative_prompt=None")
             negatives = [chosen.negative_prompt] * len(prompts)
         chain = guidance_hooks([*chosen.hooks(), *hooks])
-        sampler, spacing = self.family.sampling(sampler, spacing)
+        sampler, spacing = self.family.sampler_and_spacing(sampler, spacing)
         plan = plan_sampling(sampler, steps, spacing, self.alphas_cumprod, eta=eta, karras=karras)
 
         concepts = list(dict.fromkeys(text for hook in chain for text in hook.concepts()))

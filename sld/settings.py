@@ -71,8 +71,8 @@ def torch_dtype(name: str) -> torch.dtype:
 
 def for_family(section: SamplerSection, family: str) -> SamplerSection:
     """The section with the model family's sampler and spacing where it leaves them unset (the rule: models/detect.py
-    `Family.sampling`, which the pipeline applies too)."""
-    name, spacing = FAMILIES[family].sampling(section.name, section.spacing)
+    `Family.sampler_and_spacing`, which the pipeline applies too)."""
+    name, spacing = FAMILIES[family].sampler_and_spacing(section.name, section.spacing)
     return dataclasses.replace(section, name=name, spacing=spacing)
 
 
