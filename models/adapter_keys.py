@@ -65,7 +65,8 @@ def _diffusers_unet_modules(cfg: ModelConfig) -> list[str]:
     levels, layers = len(cfg.unet.channel_mult), cfg.unet.num_res_blocks
     resnet = list(UNET_RESNET)
     attention = _transformer_modules(max(cfg.unet.depth(level) for level in range(levels)))
-    names = ["time_embedding.linear_1", "time_embedding.linear_2", "conv_in", "conv_out"]
+    names = ["time_embedding.linear_1", "time_embedding.linear_2", "conv_in", "conv_out",
+             "add_embedding.linear_1", "add_embedding.linear_2"]  # SDXL's label_emb
     for level in range(levels):
         names += [f"down_blocks.{level}.resnets.{j}.{x}" for j in range(layers) for x in resnet]
         names += [f"down_blocks.{level}.attentions.{j}.{x}" for j in range(layers) for x in attention]

@@ -119,6 +119,10 @@ class OpenCLIPPooledTextEncoder(nn.Module):
         self.cfg = cfg
         self.model = OpenCLIPTextModelWithProjection(cfg)
 
+    @property
+    def token_embedding(self) -> Embedding:
+        return self.model.token_embedding
+
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights = self.model.positional_embedding
         dtype = compute_dtype(weights)  # half weights compute in float32 on CPUs without native half (models/layers.py)
