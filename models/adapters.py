@@ -91,7 +91,7 @@ def check_adapters(cfg: ModelConfig, shapes: dict[str, torch.Size], loras: Itera
 
 
 def apply_adapters(model, adapters: CheckedAdapters) -> None:
-    """Merge the LoRAs into `model` (a StableDiffusion) and give its text tower and tokenizer the embeddings' words."""
+    """Merge the LoRAs into `model` (a StableDiffusion) and give its text towers and tokenizers the embeddings' words."""
     merge_lora(model, adapters.loras)
     if not adapters.embeddings:
         return

@@ -196,3 +196,18 @@ def test_bad_sdxl_embeddings_are_named(tiny_sdxl_file, tmp_path):
         save_safetensors(tensors, tmp_path / f"{name}.safetensors")
         with pytest.raises(AdapterError, match=messages[name]):
             sld.load(str(tiny_sdxl_file), embeddings=[(str(tmp_path / f"{name}.safetensors"), "<x>")])
+
+
+def test_embeddings_need_towers_of_one_vocabulary_size(tmp_path):
+    """A word's new ids are the same in both towers only when their token tables are the same size."""
+    import dataclasses
+
+    from models.adapters import EmbeddingSpec, check_adapters
+    from models.loader import model_shapes
+    from models.sdxl import TINY_SDXL
+
+    path = write_embedding(tmp_path / "sldconcept.safetensors", 1, seed=60)
+    assert len(check_adapters(TINY_SDXL, model_shapes(TINY_SDXL), embeddings=[EmbeddingSpec(path)]).embeddings) == 1
+    uneven = dataclasses.replace(TINY_SDXL, text2=dataclasses.replace(TINY_SDXL.text2, vocab_size=49000))
+    with pytest.raises(ValueError, match="need text towers of one vocabulary size .* this sdxl model has 49408, 49000"):
+        check_adapters(uneven, model_shapes(uneven), embeddings=[EmbeddingSpec(path)])
