@@ -84,6 +84,23 @@ def sampling_plan(section: SamplerSection, family: str = "sd1") -> Plan:
                          karras=section.karras)
 
 
+def check_before_loading(section: SamplerSection) -> None:
+    """Before the model is known: a named sampler is checked fully; with the sampler unset (the family's), the values
+    are refused only when no family's sampler takes them, with SD 1's error. Once loaded, `sampling_plan` with the
+    model's family checks them exactly (SDXL's euler takes linspace spacing, SD 1's pndm does not)."""
+    if section.name is not None:
+        sampling_plan(section)
+        return
+    errors = []
+    for family in FAMILIES:
+        try:
+            sampling_plan(section, family)
+            return
+        except ValueError as error:
+            errors.append(error)
+    raise errors[0]
+
+
 def spacing_of(section: SamplerSection, plan: Plan) -> str:
     """The spacing a run uses: the configured one, else the sampler's default."""
     return section.spacing or plan.sampler.family.spacings[0]

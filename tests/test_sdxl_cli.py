@@ -112,3 +112,23 @@ def test_bad_micro_conditioning_is_one_line_and_exit_status_2(case, tmp_path, ca
     err = capsys.readouterr().err
     assert status == 2 and len(err.splitlines()) == 1, err
     assert expected in err
+
+
+def test_unset_sampler_options_are_checked_against_the_family_sampler(tiny_sdxl_file, tmp_path, monkeypatch, capsys):
+    """With no --sampler, --spacing is checked once the model names its sampler: SDXL's euler takes linspace, SD 1's
+    pndm refuses it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "generated"
+    assert main(["generate", "--model", str(tiny_sdxl_file), "--prompt", "a photo of a cat", "--seed", "3", "--preset",
+                 "none", "--spacing", "linspace", *FAST, "--out", str(out)]) == 0
+    (file,) = sorted(out.glob("*.png"))
+    assert json.loads(Image.open(file).text[RECORD_KEY])["spacing"] == "linspace"
+    import sld
+
+    expected = sld.load(str(tiny_sdxl_file))("a photo of a cat", height=64, width=96, steps=2, seed=3, safety=None,
+                                             spacing="linspace").images[0]
+    assert np.array_equal(np.asarray(Image.open(file)), np.asarray(expected))
+    capsys.readouterr()
+    assert main(["generate", "--model", "tiny", "--prompt", "a cat", "--spacing", "linspace", *FAST, "--out",
+                 str(tmp_path / "sd1")]) == 2
+    assert "spacing='linspace' is not supported by sampler='pndm'; allowed: leading, compvis" in capsys.readouterr().err

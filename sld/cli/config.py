@@ -24,7 +24,7 @@ from sld.eval.prompts import check_categories
 from sld.hooks.resolve import NONE, SETTING_NAMES, Safety, guidance_hooks, resolve_safety
 from sld.hooks.safety import PRESET_VALUES, SLD_VALUES, preset
 from sld.options import MAX_SEED, MICRO_CONDITIONING, check_micro_conditioning, check_size
-from sld.settings import DTYPE_NAMES, ModelSection, SamplerSection, sampling_plan
+from sld.settings import DTYPE_NAMES, ModelSection, SamplerSection, check_before_loading
 
 
 @dataclass
@@ -160,7 +160,7 @@ def check_run_config(run: RunConfig) -> None:
     _check_choice("sld.preset", run.sld.preset, SETTING_NAMES)
     if run.sampler.name is not None:  # None: the model family's, known once it is loaded
         _check_choice("sampler.name", run.sampler.name, SAMPLERS)
-    sampling_plan(run.sampler)
+    check_before_loading(run.sampler)
     if run.sampler.cfg < 0:
         raise ValueError(f"{describe('sampler.cfg')}={run.sampler.cfg} is invalid; allowed: a number >= 0")
     if not 0 <= run.sampler.seed <= MAX_SEED:
@@ -259,7 +259,7 @@ def check_coco_config(run: CocoConfig) -> None:
 def _check_run_sections(run: I2PConfig | CocoConfig, size_alternative: str) -> None:
     """The sections both evaluation runs share: model dtype, sampler, images, settings and scale."""
     _check_choice("model.dtype", run.model.dtype, DTYPE_NAMES)
-    sampling_plan(sampler_section(run.sampler))
+    check_before_loading(sampler_section(run.sampler))
     _at_least("images.per_prompt", run.images.per_prompt, 1)
     _at_least("images.batch_size", run.images.batch_size, 1)
     for key in ("height", "width"):
