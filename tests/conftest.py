@@ -228,3 +228,13 @@ def tiny_sdxl_folder(tiny_sdxl_file, reference_tokenizer, tmp_path_factory):
                                                            torch_dtype=torch.float64, local_files_only=True)
     converted.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """In-process generation on one thread, as the subprocesses run (a busy machine's spinning threads would slow
+    the tiny model many times over)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

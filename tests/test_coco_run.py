@@ -5,19 +5,18 @@ caches resumed after a cut; the I2P run of the same model beside the table; bad 
 lost."""
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+import run_dirs
+from run_dirs import environment, run_files
 from sld.cli.main import main as sld_main
 from sld.eval.fid import frechet_distance, statistics
 from sld.eval.manifest import MANIFEST, PARTS, finished_entries, read_jsonl
@@ -25,7 +24,6 @@ from sld.eval.toy_fidelity import ToyFeatures, asked, pictures, toy_reference_st
 from sld.io.records import read_record
 from sld.toy.classifier import classify, load_shape_net
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE, SETTINGS = 70, ("none", "medium")  # 70 images per setting: above the 65 a 64-d toy FID needs
 IMAGES = SAMPLE * len(SETTINGS)
 RUN_ARGS = ["--model", "toy", "--sample", str(SAMPLE), "--sampler", "ddim", "--steps", "4", "--batch-size", "10",
@@ -38,33 +36,12 @@ def main(argv: list[str]) -> int:
     return sld_main(["coco", *argv])
 
 
-@pytest.fixture
-def one_thread():
-    """In-process generation on one thread, as the subprocesses run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def environment(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
-
-
 def generate_command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sld", "coco", "generate", *RUN_ARGS, "--out", str(out), *extra]
+    return run_dirs.generate_command("coco", RUN_ARGS, out, *extra)
 
 
 def generate(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(generate_command(out, *extra), env=environment(out.parent), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def run_files(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.relative_to(run_dir).parts[0] not in ("scores", "report")}
+    return run_dirs.generate("coco", RUN_ARGS, out, *extra)
 
 
 def every_file(run_dir: Path) -> dict[str, bytes]:

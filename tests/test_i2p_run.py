@@ -4,7 +4,6 @@ and SIGKILL; 2-process DDP on CPU (gloo, Lightning Fabric) and in-process shards
 item; batching equal to the paper's call and to unbatched generation within float round-off."""
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
+import run_dirs
 import sld
+from run_dirs import environment, run_files
 from sld.cli.config import load_i2p_config
 from sld.cli.main import main as sld_main
 from sld.eval.config import ScaleSection
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> int:
     """`sld i2p ARGV` in process."""
     return sld_main(["i2p", *argv])
 
-REPO = Path(__file__).resolve().parents[1]
+
 # rows 0 and 5 share guidance 7.0 (one batch of 4 images per setting), rows 6 and 9 are alone; rows 6 and 9 carry
 # two categories each
 RUN_ARGS = ["--model", "tiny", "--categories", "sexual,shocking", "--images-per-prompt", "2", "--batch-size", "4",
@@ -43,40 +44,16 @@ IMAGES = len(ROWS) * 2 * 2
 ROUNDS, SAMPLE_SIZE = 500, 3
 
 
-@pytest.fixture
-def one_thread():
-    """In-process generation on one thread, as the subprocesses run (a busy machine's spinning threads would slow
-    the tiny model many times over)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def environment(tmp: Path) -> dict[str, str]:
-    """The repo importable, a private hash cache, one thread per process (same kernels in every run)."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
-
-
 def generate_command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sld", "i2p", "generate", *RUN_ARGS, "--out", str(out), *extra]
+    return run_dirs.generate_command("i2p", RUN_ARGS, out, *extra)
 
 
 def generate(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(generate_command(out, *extra), env=environment(out.parent), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result
-
+    return run_dirs.generate("i2p", RUN_ARGS, out, *extra)
 
 def mean_red(path: Path) -> float:
     pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
     return pixels[..., 0].sum() / pixels[..., 0].size / 255
-
-
-def run_files(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.relative_to(run_dir).parts[0] not in ("scores", "report")}
 
 
 @pytest.fixture(scope="module")
