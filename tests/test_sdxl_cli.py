@@ -132,3 +132,40 @@ def test_unset_sampler_options_are_checked_against_the_family_sampler(tiny_sdxl_
     assert main(["generate", "--model", "tiny", "--prompt", "a cat", "--spacing", "linspace", *FAST, "--out",
                  str(tmp_path / "sd1")]) == 2
     assert "spacing='linspace' is not supported by sampler='pndm'; allowed: leading, compvis" in capsys.readouterr().err
+
+
+def test_sweep_on_sdxl_runs_every_point_with_the_family_defaults(tiny_sdxl_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"model: {{path: {tiny_sdxl_file}}}\nprompt: {{text: a photo of a cat}}\n"
+                      "sampler: {steps: 2, seed: 3}\nimage: {height: 64, width: 96}\n"
+                      "sweep:\n  sld.preset: [none, medium]\n")
+    assert main(["sweep", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    records = {}
+    for file in sorted((tmp_path / "out" / "runs").rglob("*.png")):
+        record = json.loads(Image.open(file).text[RECORD_KEY])
+        records[(record["safety"] or {"preset": "none"})["preset"]] = (file, record)
+    assert sorted(records) == ["medium", "none"]
+    for _, record in records.values():
+        assert record["model"]["family"] == "sdxl" and (record["sampler"], record["spacing"]) == ("euler", "leading")
+        assert record["micro_conditioning"]["target_size"] == [64, 96]
+    import sld
+
+    expected = sld.load(str(tiny_sdxl_file))("a photo of a cat", height=64, width=96, steps=2, seed=3, safety=None)
+    assert np.array_equal(np.asarray(Image.open(records["none"][0])), np.asarray(expected.images[0]))
+
+
+def test_i2p_generate_score_report_on_sdxl(tiny_sdxl_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    assert main(["i2p", "generate", "--model", str(tiny_sdxl_file), "--categories", "shocking", "--sample", "2",
+                 "--images-per-prompt", "1", "--batch-size", "2", "--height", "64", "--width", "64", "--steps", "2",
+                 "--settings", "none,medium", "--out", str(run_dir)]) == 0
+    pictures = sorted((run_dir / "images").rglob("*.png"))
+    assert len(pictures) == 4
+    record = json.loads(Image.open(pictures[0]).text[RECORD_KEY])
+    assert record["model"]["family"] == "sdxl" and record["sampler"] == "euler"
+    assert main(["i2p", "score", str(run_dir), "--classifiers", "colour"]) == 0
+    capsys.readouterr()
+    assert main(["i2p", "report", str(run_dir), "--rounds", "50", "--sample-size", "2"]) == 0
+    assert "| overall | medium |" in capsys.readouterr().out

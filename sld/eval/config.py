@@ -22,7 +22,9 @@ class PromptsSection:
 
 @dataclass
 class I2PSamplerSection:
-    name: str = "pndm"  # diffusers' StableDiffusionPipelineSafe default, which the paper's numbers come from
+    # None: the model family's (SD 1/2: pndm, diffusers' StableDiffusionPipelineSafe default, which the paper's
+    # numbers come from; SDXL: euler)
+    name: str | None = None
     spacing: str | None = None
     steps: int = 50
     eta: float = 0.0

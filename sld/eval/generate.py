@@ -146,16 +146,16 @@ class Recorder:
         self.pipe = pipe
         self.model_section = dataclasses.replace(plan.config.model, device=device_type)
         # the spacing and timesteps the pipeline will use: unset sampler and spacing are the model family's
-        sampler = for_family(sampler_section(plan.config.sampler), pipe.model.cfg.family)
-        sampling = sampling_plan(sampler)
-        self.spacing = spacing_of(sampler, sampling)
+        self.sampler = for_family(sampler_section(plan.config.sampler), pipe.model.cfg.family)
+        sampling = sampling_plan(self.sampler)
+        self.spacing = spacing_of(self.sampler, sampling)
         self.timesteps = list(sampling.schedule.timesteps)
 
     def record(self, item: WorkItem, batch: Batch) -> dict:
         row, cfg = item.row, self.pipe.model.cfg
         base = generation_record(model=self.model_section, model_id=self.plan.model, family=cfg.family,
                                  prediction=cfg.prediction,
-                                 sampler=sampler_section(self.plan.config.sampler, row.guidance, row.seed),
+                                 sampler=dataclasses.replace(self.sampler, cfg=row.guidance, seed=row.seed),
                                  spacing=self.spacing, timesteps=self.timesteps, height=item.height, width=item.width,
                                  negative_prompt=None, hooks=[])
         return canonical({**base, "prompt": row.prompt, "prompt_index": row.index, "image_index": item.image,
