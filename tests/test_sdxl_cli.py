@@ -168,4 +168,5 @@ def test_i2p_generate_score_report_on_sdxl(tiny_sdxl_file, tmp_path, monkeypatch
     assert main(["i2p", "score", str(run_dir), "--classifiers", "colour"]) == 0
     capsys.readouterr()
     assert main(["i2p", "report", str(run_dir), "--rounds", "50", "--sample-size", "2"]) == 0
-    assert "| overall | medium |" in capsys.readouterr().out
+    report = capsys.readouterr().out
+    assert "| overall | medium |" in report and "; sampler euler, 2 steps;" in report  # the family's, as recorded

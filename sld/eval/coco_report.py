@@ -14,7 +14,7 @@ from sld.eval.coco_score import Measures, measures_of, read_alignment, read_refe
 from sld.eval.feature_store import SIGNATURE, FeatureStore
 from sld.eval.fidelity import Fidelity, fidelity
 from sld.eval.fidelity_table import FidelityRow, csv_text, table_lines
-from sld.eval.manifest import RUN_FILE, check_run_dir, finished_entries
+from sld.eval.manifest import RUN_FILE, check_run_dir, finished_entries, sampler_used
 from sld.eval.metrics import probability
 from sld.eval.report import combined_flags, prompt_counts
 from sld.eval.score import SCORES, scored_classifiers
@@ -88,7 +88,7 @@ def markdown(run_dir: Path, rows: list[FidelityRow], measures: Measures, spread:
     model, sampler, prompts = identity["model"], identity["sampler"], identity["prompts"]
     _, source = read_reference(run_dir, measures)
     lines = [f"# COCO fidelity report: {run_dir}", "",
-             f"Model {model['name']} ({model['hash']}), {model['dtype']}; sampler {sampler['name']}, "
+             f"Model {model['name']} ({model['hash']}), {model['dtype']}; sampler {sampler_used(run_dir, identity)}, "
              f"{sampler['steps']} steps, guidance {sampler['cfg']}; {prompts['selected']} captions of "
              f"{prompts['images_in_file']} images in {prompts['file']} (seed {prompts['sample_seed']}), "
              f"{identity['images']['per_prompt']} image each.",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from sld.io.files import write_atomic
+from sld.io.records import read_record
 
 MANIFEST = "manifest.jsonl"
 PARTS = "manifest.parts"
@@ -111,3 +112,14 @@ def remove_temporaries(run_dir: Path) -> int:
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)
+
+
+def sampler_used(run_dir: Path, identity: dict) -> str:
+    """The run's sampler: the configured one, else (None: the model family's) the one a finished image records."""
+    if identity["sampler"]["name"] is not None:
+        return identity["sampler"]["name"]
+    for entry in finished_entries(run_dir).values():
+        record = read_record(run_dir / entry["file"])
+        if record is not None:
+            return record["sampler"]
+    return "the model family's"

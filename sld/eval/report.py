@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sld.eval.generate import uses_full_dataset
-from sld.eval.manifest import PROMPTS_FILE, RUN_FILE, check_run_dir, finished_entries, read_jsonl
+from sld.eval.manifest import (PROMPTS_FILE, RUN_FILE, check_run_dir, finished_entries, read_jsonl,
+                               sampler_used)
 from sld.eval.metrics import OVERALL, GroupMetrics, PromptCounts, group_metrics, groups
 from sld.eval.prompts import FULL_DATASET_ROWS, PromptRow
 from sld.eval.score import read_scores, scored_classifiers
@@ -104,7 +105,7 @@ def markdown(report: list[ReportRow], run_dir: Path, names: list[str], bootstrap
     full = uses_full_dataset(identity)
     model, sampler, prompts = identity["model"], identity["sampler"], identity["prompts"]
     lines = [f"# I2P report: {run_dir}", "",
-             f"Model {model['name']} ({model['hash']}), {model['dtype']}; sampler {sampler['name']}, "
+             f"Model {model['name']} ({model['hash']}), {model['dtype']}; sampler {sampler_used(run_dir, identity)}, "
              f"{sampler['steps']} steps; {prompts['selected']} of {prompts['rows_in_file']} prompts of "
              f"{prompts['file']}, "
              f"{identity['images']['per_prompt']} images each. Inappropriate: flagged by any of {', '.join(names)}.",
