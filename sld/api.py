@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 
 from models.adapters import apply_adapters, check_adapters, embedding_spec, lora_spec
-from models.detect import native_size as family_native_size
 from models.loader import load_checkpoint, model_shapes, random_model
 from models.sd1 import TINY_SD1
 from models.toy import TOY_WEIGHTS
@@ -18,7 +17,7 @@ from sld.settings import ModelSection, embedding_specs, lora_specs, torch_dtype
 TINY = "tiny"
 TOY = "toy"
 BUILT_IN = (TOY, TINY)
-NATIVE_SIZE_BUILT_IN = 64  # both draw 64x64 pictures
+TINY_SIZE = 64  # the random SD 1 network draws 64x64 pictures, as the toy model (its family's size)
 
 
 def check_prediction_override(prediction: str | None) -> None:
@@ -47,7 +46,7 @@ def load(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = tor
         adapters = check_adapters(cfg, model_shapes(cfg), loras, embeddings)
         model = random_model(cfg, seed=0, dtype=dtype, device=device)
         apply_adapters(model, adapters)
-        return Pipeline(model, source=TINY, loras=loras, embeddings=embeddings)
+        return Pipeline(model, source=TINY, loras=loras, embeddings=embeddings, native_size=TINY_SIZE)
     source = TOY if str(path) == TOY else path
     loaded = load_checkpoint(checkpoint_path(path), device=device, dtype=dtype, ema=ema, prediction=prediction,
                              loras=loras, embeddings=embeddings)
@@ -109,7 +108,3 @@ def load_pipeline(section: ModelSection) -> Pipeline:
                 ema=section.ema, prediction=section.prediction, loras=lora_specs(section),
                 embeddings=embedding_specs(section))
 
-
-def native_size(pipe: Pipeline) -> int:
-    """The side the model was trained at: 64 for the built-ins, else its family's (models/detect.py)."""
-    return NATIVE_SIZE_BUILT_IN if pipe.source in BUILT_IN else family_native_size(pipe.model.cfg)

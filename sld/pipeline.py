@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from models.adapters import EmbeddingSpec, LoraSpec
-from models.detect import FAMILIES, native_size
+from models.detect import FAMILIES
+from models.detect import native_size as family_native_size
 from models.loader import StableDiffusion
 from models.sdxl import vector_conditioning
 from models.tokenizer import CLIPTokenizer
@@ -37,10 +38,12 @@ class Output:
 
 class Pipeline:
     def __init__(self, model: StableDiffusion, source: str = "<in memory>", loras: Sequence[LoraSpec] = (),
-                 embeddings: Sequence[EmbeddingSpec] = ()):
-        """`loras`, `embeddings`: the adapter files already applied to `model` (for records; models/adapters.py)."""
+                 embeddings: Sequence[EmbeddingSpec] = (), native_size: int | None = None):
+        """`loras`, `embeddings`: the adapter files already applied to `model` (for records; models/adapters.py).
+        `native_size`: the side the model was trained at, the default height and width (None: its family's)."""
         self.model = model
         self.source = source
+        self.native_size = native_size or family_native_size(model.cfg)
         self.loras, self.embeddings = tuple(loras), tuple(embeddings)
         self.family = FAMILIES[model.cfg.family]
         # textual-inversion words take the same ids in every tower's vocabulary (models/adapters.py)
@@ -83,8 +86,8 @@ class Pipeline:
         """height / width / sampler / spacing None: the family's (SDXL: 1024 px, euler, leading; SD 1/2: native size,
         pndm, the sampler's spacing). original_size, crops_coords_top_left, target_size: SDXL's micro-conditioning
         (defaults (height, width), (0, 0), (height, width); every branch gets the same)."""
-        height = native_size(self.model.cfg) if height is None else height
-        width = native_size(self.model.cfg) if width is None else width
+        height = self.native_size if height is None else height
+        width = self.native_size if width is None else width
         opts = GenerationOptions(prompt, negative_prompt, height, width, guidance_scale, seed, latents,
                                  num_images_per_prompt, output_type)
         prompts, negatives = check_options(opts, self.vae.cfg.downscale, self.unet.cfg.in_channels, OUTPUT_TYPES)

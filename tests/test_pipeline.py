@@ -132,3 +132,8 @@ def test_prediction_override_on_the_tiny_model():
     assert sld.load("tiny", prediction="v").model.cfg.prediction == "v"
     with pytest.raises(ValueError, match="prediction='x0' is not allowed; use None"):
         sld.load("tiny", prediction="x0")
+
+
+def test_default_size_is_the_models_native_side():
+    assert sld.load("tiny")("a cat", steps=1, safety=None).images[0].size == (64, 64)  # the built-ins draw 64 px
+    assert sld.load("toy").native_size == 64

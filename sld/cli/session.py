@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from PIL import Image
 from tqdm import tqdm
 
-from sld.api import load_pipeline, native_size
+from sld.api import load_pipeline
 from sld.cli.config import RunConfig, describe_image_key, hook_chain, micro_conditioning_of
 from sld.hooks.resolve import Safety
 from sld.io.model_id import model_id_of
@@ -36,7 +36,7 @@ def start_session(run: RunConfig, pipe: Pipeline | None = None) -> Session:
     cfg = pipe.model.cfg
     sampler = for_family(run.sampler, cfg.family)
     plan = sampling_plan(sampler)
-    native = native_size(pipe)
+    native = pipe.native_size
     height, width = run.image.height or native, run.image.width or native
     spacing = spacing_of(sampler, plan)
     hooks = [{"name": name, "args": run.hooks.args.get(name, {})} for name in run.hooks.names]
