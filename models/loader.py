@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models import keys
 from models.adapters import EmbeddingSpec, LoraSpec, apply_adapters, check_adapters
 from models.checkpoint import check_keys, drop_training_buffers, read_weight_file, select_weights
 from models.diffusers_keys import read_diffusers_folder, scheduler_prediction
@@ -114,7 +115,7 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: torch.
     """The model of a checkpoint, with `loras` merged and `embeddings` added; every adapter is checked against the
     detected model's shapes before the model is built (models/adapters.py)."""
     raw = read_checkpoint(path, dtype)
-    has_ema = any(k.startswith("model_ema.") for k in raw)
+    has_ema = any(k.startswith(keys.EMA) for k in raw)
     sd, found = prepare_state_dict(raw, str(path), ema, prediction, scheduler_prediction(path))
     adapters = check_adapters(found.config, {k: v.shape for k, v in sd.items()}, loras, embeddings)
     model = build(found.config, sd, device, dtype, str(path))

@@ -70,6 +70,12 @@ class OpenCLIPTextModel(nn.Module):
         self.transformer = Transformer(cfg)
         self.ln_final = LayerNorm(cfg.width)
 
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token plus positional embeddings, in the dtype the blocks compute in."""
+        weights = self.positional_embedding
+        dtype = compute_dtype(weights)  # half weights compute in float32 on CPUs without native half (models/layers.py)
+        return self.token_embedding(ids).to(dtype) + weights[: ids.shape[1]].to(dtype)
+
 
 class OpenCLIPTextEncoder(nn.Module):
     """Token ids [B, 77] -> context [B, 77, width]: every built block (the tower's penultimate output), then ln_final."""
@@ -84,12 +90,10 @@ class OpenCLIPTextEncoder(nn.Module):
         return self.model.token_embedding
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        weights = self.model.positional_embedding
-        dtype = compute_dtype(weights)  # half weights compute in float32 on CPUs without native half (models/layers.py)
-        x = self.model.token_embedding(ids).to(dtype) + weights[: ids.shape[1]].to(dtype)
+        x = self.model.embed(ids)
         for block in self.model.transformer.resblocks:
             x = block(x)
-        return self.model.ln_final(x).to(weights.dtype)
+        return self.model.ln_final(x).to(self.model.positional_embedding.dtype)
 
 
 def drop_unused_openclip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -124,9 +128,7 @@ class OpenCLIPPooledTextEncoder(nn.Module):
         return self.model.token_embedding
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = self.model.positional_embedding
-        dtype = compute_dtype(weights)  # half weights compute in float32 on CPUs without native half (models/layers.py)
-        x = self.model.token_embedding(ids).to(dtype) + weights[: ids.shape[1]].to(dtype)
+        x = self.model.embed(ids)
         *blocks, last = self.model.transformer.resblocks
         for block in blocks:
             x = block(x)
@@ -135,5 +137,6 @@ class OpenCLIPPooledTextEncoder(nn.Module):
         # (transformers pools at the first end token, kohya's SDXL pool_workaround likewise)
         end = torch.where(ids < self.cfg.vocab_size, ids, -1).argmax(dim=-1)
         ends = self.model.ln_final(last(x)[torch.arange(ids.shape[0], device=ids.device), end])
-        pooled = ends @ self.model.text_projection.to(dtype)
-        return penultimate.to(weights.dtype), pooled.to(weights.dtype)
+        pooled = ends @ self.model.text_projection.to(x.dtype)
+        stored = self.model.positional_embedding.dtype
+        return penultimate.to(stored), pooled.to(stored)
