@@ -88,17 +88,17 @@ def check_before_loading(section: SamplerSection) -> None:
     """Before the model is known: a named sampler is checked fully; with the sampler unset (the family's), the values
     are refused only when no family's sampler takes them, with SD 1's error. Once loaded, `sampling_plan` with the
     model's family checks them exactly (SDXL's euler takes linspace spacing, SD 1's pndm does not)."""
-    if section.name is not None:
-        sampling_plan(section)
+    if section.name is None and any(_plans(section, family) for family in FAMILIES):
         return
-    errors = []
-    for family in FAMILIES:
-        try:
-            sampling_plan(section, family)
-            return
-        except ValueError as error:
-            errors.append(error)
-    raise errors[0]
+    sampling_plan(section)  # raises with SD 1's error when no family's sampler takes the values
+
+
+def _plans(section: SamplerSection, family: str) -> bool:
+    try:
+        sampling_plan(section, family)
+    except ValueError:
+        return False
+    return True
 
 
 def spacing_of(section: SamplerSection, plan: Plan) -> str:

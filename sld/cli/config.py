@@ -8,7 +8,7 @@ modules are imported before any value is checked, so the samplers and hooks they
 """
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -128,19 +128,25 @@ def load_run_config(config_files: list[str], overrides: list[str], flags: dict[s
 
 
 def load_i2p_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> I2PConfig:
-    """Defaults <- YAML files <- dotlist overrides <- flags (dotted key -> value); validated."""
-    files = [(path, read_yaml(path, I2PConfig)) for path in config_files]
-    run = config_object(merged_config(I2PConfig, files, overrides, flags), I2PConfig)
-    check_i2p_config(run)
-    return run
+    return _load_checked(I2PConfig, check_i2p_config, config_files, overrides, flags)
 
 
 def load_coco_config(config_files: list[str], overrides: list[str], flags: dict[str, object]) -> CocoConfig:
-    """Defaults <- YAML files <- dotlist overrides <- flags (dotted key -> value); validated."""
-    files = [(path, read_yaml(path, CocoConfig)) for path in config_files]
-    run = config_object(merged_config(CocoConfig, files, overrides, flags), CocoConfig)
-    check_coco_config(run)
+    return _load_checked(CocoConfig, check_coco_config, config_files, overrides, flags)
+
+
+def _load_checked(schema: type, check: Callable[[object], None], config_files: list[str], overrides: list[str],
+                  flags: dict[str, object]):
+    """Defaults <- YAML files <- dotlist overrides <- flags (dotted key -> value); validated by `check`."""
+    files = [(path, read_yaml(path, schema)) for path in config_files]
+    run = config_object(merged_config(schema, files, overrides, flags), schema)
+    check(run)
     return run
+
+
+def _check_guidance(scale: float) -> None:
+    if scale < 0:
+        raise ValueError(f"{describe('sampler.cfg')}={scale} is invalid; allowed: a number >= 0")
 
 
 def _check_choice(key: str, value, allowed) -> None:
@@ -161,8 +167,7 @@ def check_run_config(run: RunConfig) -> None:
     if run.sampler.name is not None:  # None: the model family's, known once it is loaded
         _check_choice("sampler.name", run.sampler.name, SAMPLERS)
     check_before_loading(run.sampler)
-    if run.sampler.cfg < 0:
-        raise ValueError(f"{describe('sampler.cfg')}={run.sampler.cfg} is invalid; allowed: a number >= 0")
+    _check_guidance(run.sampler.cfg)
     if not 0 <= run.sampler.seed <= MAX_SEED:
         raise ValueError(f"{describe('sampler.seed')}={run.sampler.seed} is invalid; allowed: 0..{MAX_SEED}")
     _check_size("image.height", run.image.height)
@@ -251,8 +256,7 @@ def check_coco_config(run: CocoConfig) -> None:
     """Every value `sld coco generate` uses, before any model work (the captions file is read by the command)."""
     if run.captions.sample is not None:
         _at_least("captions.sample", run.captions.sample, 1)
-    if run.sampler.cfg < 0:
-        raise ValueError(f"{describe('sampler.cfg')}={run.sampler.cfg} is invalid; allowed: a number >= 0")
+    _check_guidance(run.sampler.cfg)
     _check_run_sections(run, ", or null for the model's default")
 
 
