@@ -3,7 +3,10 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from sld.eval.manifest import finished_entries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,3 +31,12 @@ def run_files(run_dir: Path) -> dict[str, bytes]:
     """Every file of a run but its scores and report."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
             if p.is_file() and p.relative_to(run_dir).parts[0] not in ("scores", "report")}
+
+
+def wait_for_finished(run_dir: Path, count: int, process: subprocess.Popen) -> None:
+    """Until `count` items are finished (rank 0 may be merging its parts meanwhile), the run still going."""
+    deadline = time.monotonic() + 240
+    while len(finished_entries(run_dir)) < count:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

@@ -8,7 +8,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 import run_dirs
-from run_dirs import environment, run_files
+from run_dirs import environment, run_files, wait_for_finished
 from sld.cli.main import main as sld_main
 from sld.eval.fid import frechet_distance, statistics
 from sld.eval.manifest import MANIFEST, PARTS, finished_entries, read_jsonl
@@ -129,19 +128,6 @@ def test_score_caches_resume_after_a_cut(reference, tmp_path, capsys):
     assert (run_dir / "report" / "report.csv").read_text() == (reference / "report" / "report.csv").read_text()
     assert main(score_args(run_dir)) == 0
     assert f"features of 0 images computed, {IMAGES} cached" in capsys.readouterr().err
-
-
-def finished_now(run_dir: Path) -> int:
-    """Finished items while a run writes (rank 0 may be merging its parts meanwhile)."""
-    return len(finished_entries(run_dir))
-
-
-def wait_for_finished(run_dir: Path, count: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 240
-    while finished_now(run_dir) < count:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
 def test_generation_killed_and_resumed_equals_one_run(reference, tmp_path):

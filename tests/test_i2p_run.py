@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from PIL import Image
 
 import run_dirs
 import sld
-from run_dirs import environment, run_files
+from run_dirs import environment, run_files, wait_for_finished
 from sld.cli.config import load_i2p_config
 from sld.cli.main import main as sld_main
 from sld.eval.config import ScaleSection
@@ -179,14 +178,6 @@ def test_report_and_score_errors_are_one_line(reference, capsys, tmp_path):
     assert "is not an I2P run (no run.json)" in capsys.readouterr().err
     assert main(["score", str(run_dir), "--classifiers", "colour,bogus"]) == 2
     assert "classifier 'bogus' is unknown; allowed: nudenet, q16, colour" in capsys.readouterr().err
-
-
-def wait_for_finished(run_dir: Path, count: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 240
-    while len(finished_entries(run_dir)) < count:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
 def test_resume_after_sigint_and_sigkill_equals_one_run(reference, tmp_path):
