@@ -32,6 +32,7 @@ setup(
             "scipy>=1.10",  # diffusers' LMSDiscreteScheduler, the LMS coefficient test, the Fréchet distance
             "pyarrow>=14",  # the I2P reader's parquet path
             "nudenet>=3.4,<4",  # the paper's nudity detector, run for real by the I2P scoring test (AGPL, tests only)
+            "scikit-image>=0.22",  # structural_similarity, the SSIM reference (tests/test_ssim.py)
         ],
         # `sld i2p`: Lightning Fabric for --devices/--num-nodes above 1, matplotlib for report.png
         "i2p": ["lightning>=2.1", "matplotlib>=3.7"],

@@ -1,7 +1,7 @@
-"""Train the toy model (sld.toy.train): `python scripts/train_toy.py --out runs/toy` (about 2 hours on 2 CPU cores).
+"""Train the toy model (sld.toy.train): `python scripts/train_toy.py --out runs/toy` (about 1 h 30 min on 2 CPU cores).
 
 Each stage saves its result under --out, so a rerun resumes. Copy toy.safetensors to models/data/ and
-toy_shapes.safetensors to sld/data/ to ship them; the printed scaling factor goes into models/toy.py.
+toy_classifier.safetensors to sld/data/ to ship them; the printed scaling factor goes into models/toy.py.
 """
 import argparse
 import sys

@@ -21,7 +21,7 @@ from sld.eval.fid import frechet_distance, statistics
 from sld.eval.manifest import MANIFEST, PARTS, finished_entries, read_jsonl
 from sld.eval.toy_fidelity import ToyFeatures, asked, pictures, toy_reference_statistics
 from sld.io.records import read_record
-from sld.toy.classifier import classify, load_shape_net
+from sld.toy.classifier import classify, load_scene_net
 
 SAMPLE, SETTINGS = 70, ("none", "medium")  # 70 images per setting: above the 65 a 64-d toy FID needs
 IMAGES = SAMPLE * len(SETTINGS)
@@ -85,7 +85,7 @@ def test_report_numbers_equal_a_direct_computation(reference):
     classifier's colour and shape against each caption's words, the bootstrap interval by hand."""
     table = read_csv(reference / "report" / "report.csv")
     captions = {row["index"]: row["caption"] for row in read_jsonl(reference / "prompts.jsonl")}
-    extract, net = ToyFeatures(), load_shape_net()
+    extract, net = ToyFeatures(), load_scene_net()
     real = toy_reference_statistics(extract, TOY_REFERENCE)
     assert set(table) == set(SETTINGS)
     for setting in SETTINGS:

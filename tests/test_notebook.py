@@ -21,4 +21,4 @@ def test_ablation_notebook_executes_and_shows_grids_and_plots(monkeypatch):
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) == 1 + 1 + 5 + 1  # preset grid, preset telemetry, one grid per hyperparameter, sweep telemetry
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
-    assert "generations of 25 steps at 64x64 on 'toy'" in printed
+    assert "generations of 50 steps at 64x64 on 'toy'" in printed

@@ -13,7 +13,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 INSTALL_AND_RUN = ('pip install torch==2.13.0 && pip install -e . && '
-                   'sld generate --prompt "a red star on a blue background" --out outputs')
+                   'sld generate --prompt "an angry green square on a white background" --concept blood --out outputs')
 TEST_COMMAND = 'pip install -e ".[test]" && python -m pytest'
 
 

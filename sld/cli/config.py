@@ -20,8 +20,7 @@ from sld.cli.flags import SLD_CHOICES, describe
 from sld.cli.plugins import import_plugins
 from sld.cli.yamlconfig import config_error, merge, parse_dotlist, read_yaml
 from sld.eval.config import STRATEGIES, CocoConfig, I2PConfig, sampler_section
-from sld.eval.prompts import check_categories
-from sld.hooks.resolve import NONE, SETTING_NAMES, Safety, guidance_hooks, resolve_safety
+from sld.hooks.resolve import NONE, SETTING_NAMES, Safety, check_concept, guidance_hooks, resolve_safety
 from sld.hooks.safety import PRESET_VALUES, SLD_VALUES, preset
 from sld.options import MAX_SEED, MICRO_CONDITIONING, check_micro_conditioning, check_size
 from sld.settings import DTYPE_NAMES, ModelSection, SamplerSection, check_before_loading
@@ -246,7 +245,6 @@ def _check_settings(settings: list[str]) -> None:
 
 def check_i2p_config(run: I2PConfig) -> None:
     """Every value `sld i2p generate` uses, before any model work: ValueError naming the key and what is allowed."""
-    check_categories(run.prompts.categories)
     if run.prompts.sample is not None:
         _at_least("prompts.sample", run.prompts.sample, 1)
     _check_run_sections(run, ", or null for each row's sd_image_{key}")
@@ -269,6 +267,7 @@ def _check_run_sections(run: I2PConfig | CocoConfig, size_alternative: str) -> N
     for key in ("height", "width"):
         _check_size("images." + key, getattr(run.images, key), size_alternative.format(key=key))
     _check_settings(run.settings)
+    check_concept(run.concept)
     _at_least("scale.devices", run.scale.devices, 1)
     _at_least("scale.num_nodes", run.scale.num_nodes, 1)
     _check_choice("scale.strategy", run.scale.strategy, STRATEGIES)

@@ -127,13 +127,16 @@ I2P_FLAGS = (
     Flag("--dtype", "model.dtype", "NAME", "dtype to compute in", choices=DTYPE_NAMES),
     Flag("--device", "model.device", "NAME", "device type every process uses: cpu, cuda, mps (one process: also "
          "cuda:N)"),
-    Flag("--prompts", "prompts.file", "FILE", "the I2P table, CSV or parquet (default: the shipped benign sample)"),
+    Flag("--prompts", "prompts.file", "FILE", "the I2P table, CSV or parquet; 'toy': the shipped toy I2P table (default: the "
+         "shipped benign sample)"),
     Flag("--categories", "prompts.categories", "LIST", f"comma-separated categories to keep: {', '.join(CATEGORIES)}",
          comma_list),
     Flag("--hard", "prompts.hard", "BOOL", "keep only hard (true) or only not hard (false) prompts", yes_no),
     Flag("--sample", "prompts.sample", "N", "a random sample of N prompts (after the filters)", int),
     Flag("--sample-seed", "prompts.sample_seed", "N", "seed of the prompt sample", int),
     Flag("--settings", "settings", "LIST", f"comma-separated settings: {', '.join(SETTING_NAMES)}", comma_list),
+    Flag("--concept", "concept", "TEXT", "the safety concept of every setting (SLD, SEGA's 'away' edit, the negative "
+         "prompt; default: the paper's)"),
     Flag("--images-per-prompt", "images.per_prompt", "N", "images per prompt (the paper: 10)", int),
     Flag("--height", "images.height", "PX", "image height for every prompt (default: each row's)", int),
     Flag("--width", "images.width", "PX", "image width for every prompt (default: each row's)", int),
@@ -155,6 +158,7 @@ COCO_FLAGS = (
          "or every captioned image of a smaller file)", int),
     Flag("--sample-seed", "captions.sample_seed", "N", "seed of the caption sample", int),
     _I2P_BY_NAME["--settings"],
+    _I2P_BY_NAME["--concept"],
     Flag("--height", "images.height", "PX", "image height (default: 64 for toy/tiny, else 512)", int),
     Flag("--width", "images.width", "PX", "image width (default: 64 for toy/tiny, else 512)", int),
     *(_I2P_BY_NAME[name] for name in ("--batch-size", "--sampler", "--steps")),

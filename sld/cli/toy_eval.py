@@ -1,15 +1,17 @@
-"""`sld toy-eval`: faithfulness and SLD's concept rate on the toy model (sld/toy/evaluate.py), as a markdown report."""
+"""`sld toy-eval`: faithfulness, degeneration and SLD's effect on the toy model (sld/toy/evaluate.py), as a markdown
+report."""
 import argparse
 import dataclasses
 import json
 from pathlib import Path
 
 import sld
-from sld.toy.classifier import load_shape_net
-from sld.toy.evaluate import EvalConfig, faithfulness, report, seconds_per_image, sld_effect
+from sld.toy.classifier import load_scene_net
+from sld.toy.evaluate import EvalConfig, faithfulness, reconstruction_psnr, report, seconds_per_image, sld_effect
 
-DESCRIPTION = ("Prompt faithfulness of the toy model and, with one colour as the safety concept, the rate of pictures "
-               "showing it under no SLD and each preset, with the control prompts' faithfulness.")
+DESCRIPTION = ("Prompt faithfulness of the toy model; the share of pictures showing blood for implicit prompts ('an "
+               "angry ...') under no SLD and each preset with the safety concept; the benign control prompts' "
+               "faithfulness, blood rate and SSIM to SD's pictures under each.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +33,14 @@ def run_toy_eval(args: dict) -> int:
     cfg = EvalConfig(**args)
     if out is not None and not out.parent.is_dir():
         raise ValueError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist; allowed: a file in an existing folder")
-    pipe, net = sld.load(model), load_shape_net()
+    pipe, net = sld.load(model), load_scene_net()
     faithful, rows, seconds = faithfulness(pipe, net, cfg), sld_effect(pipe, net, cfg), seconds_per_image(pipe, cfg)
-    lines = report(faithful, rows, seconds, cfg)
+    psnr = reconstruction_psnr(pipe)
+    lines = report(faithful, rows, seconds, psnr, cfg)
     print("\n".join(lines))
     if out is not None:
         out.write_text("\n".join(lines) + "\n")
-        numbers = {"config": dataclasses.asdict(cfg), "faithfulness": faithful, "sld": rows, "seconds_per_image": seconds}
+        numbers = {"config": dataclasses.asdict(cfg), "faithfulness": faithful, "sld": rows, "seconds_per_image": seconds,
+                   "vae_psnr_db": psnr}
         out.with_suffix(".json").write_text(json.dumps(numbers, indent=2) + "\n")
     return 0

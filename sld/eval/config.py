@@ -13,7 +13,7 @@ STRATEGIES = ("ddp",)
 
 @dataclass
 class PromptsSection:
-    file: str | None = None  # None: the shipped benign sample (sld/data/i2p_sample.csv)
+    file: str | None = None  # None: the shipped benign sample (sld/data/i2p_sample.csv); "toy": the toy I2P table
     categories: list[str] = field(default_factory=list)  # empty: every category
     hard: bool | None = None  # None: hard and not hard
     sample: int | None = None  # None: every prompt left after the filters
@@ -53,6 +53,7 @@ class I2PConfig:
     sampler: I2PSamplerSection = field(default_factory=I2PSamplerSection)
     images: ImagesSection = field(default_factory=ImagesSection)
     settings: list[str] = field(default_factory=lambda: ["none", *PRESET_VALUES])
+    concept: str | None = None  # the safety concept of every setting; None: the paper's
     scale: ScaleSection = field(default_factory=ScaleSection)
     out: str = "runs/i2p"
 
@@ -91,5 +92,6 @@ class CocoConfig:
     sampler: CocoSamplerSection = field(default_factory=CocoSamplerSection)
     images: CocoImagesSection = field(default_factory=CocoImagesSection)
     settings: list[str] = field(default_factory=lambda: ["none", *PRESET_VALUES])
+    concept: str | None = None  # the safety concept of every setting; None: the paper's
     scale: ScaleSection = field(default_factory=ScaleSection)
     out: str = "runs/coco"

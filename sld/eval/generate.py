@@ -24,10 +24,10 @@ from sld.api import check_model_section, load_pipeline
 from sld.eval.config import I2PConfig, sampler_section
 from sld.eval.manifest import (MANIFEST, PROMPTS_FILE, RUN_FILE, append_lines, jsonl_text, merge_manifests,
                                open_for_append, part_path, read_jsonl, remove_temporaries)
-from sld.eval.prompts import FULL_DATASET_ROWS, PromptRow, read_prompts, sample_prompts_path, select_prompts
+from sld.eval.prompts import FULL_DATASET_ROWS, PromptRow, prompts_path, read_prompts, select_prompts
 from sld.eval.shard import Shard, check_scale, launch
 from sld.eval.workitems import Batch, WorkItem, initial_latents, plan_batches
-from sld.hooks.resolve import resolve_safety
+from sld.hooks.resolve import setting_safety
 from sld.io.files import prepare_output_dir, write_atomic
 from sld.io.model_id import ModelId, model_id_of
 from sld.io.records import canonical, generation_record, is_done, save_png
@@ -63,6 +63,7 @@ def run_identity(config: I2PConfig, prompts: dict, model: ModelId) -> dict:
                   "prediction": config.model.prediction, **model.adapter_fields()},
         "sampler": dataclasses.asdict(config.sampler),
         "images": dataclasses.asdict(config.images),
+        "concept": config.concept,
         "prompts": prompts,
     })
 
@@ -93,7 +94,7 @@ def prepare(config: I2PConfig) -> RunPlan:
     """Everything checked, nothing written but the output folder: runs in every process before the launch."""
     check_scale(config.scale, config.model.device)
     check_model_section(config.model)
-    prompts_file = Path(config.prompts.file) if config.prompts.file else sample_prompts_path()
+    prompts_file = prompts_path(config.prompts.file)
     every_row = read_prompts(prompts_file)
     selection = config.prompts
     rows = select_prompts(every_row, selection.categories, selection.hard, selection.sample, selection.sample_seed)
@@ -159,7 +160,7 @@ class Recorder:
                                  spacing=self.spacing, timesteps=self.timesteps, height=item.height, width=item.width,
                                  negative_prompt=None, hooks=[])
         return canonical({**base, "prompt": row.prompt, "prompt_index": row.index, "image_index": item.image,
-                          "seed": row.seed, **resolve_safety(item.setting).record_fields(),
+                          "seed": row.seed, **setting_safety(item.setting, self.plan.config.concept).record_fields(),
                           self.plan.benchmark: {"id": item.id, "setting": item.setting, **self.row_fields(row),
                                                 "images_per_prompt": self.plan.config.images.per_prompt,
                                                 "batch": [member.id for member in batch]}})
@@ -179,7 +180,7 @@ def generate_batch(config: I2PConfig, pipe: Pipeline, batch: Batch) -> list:
     return pipe([item.row.prompt for item in batch], height=first.height, width=first.width, steps=sampler.steps,
                 guidance_scale=first.row.guidance, sampler=sampler.name, spacing=sampler.spacing, eta=sampler.eta,
                 karras=sampler.karras, seed=first.row.seed, latents=latents,
-                safety=resolve_safety(first.setting)).images
+                safety=setting_safety(first.setting, config.concept)).images
 
 
 def manifest_entry(item: WorkItem) -> dict:

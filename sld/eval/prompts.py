@@ -3,8 +3,9 @@ columns, one prompt per row; the row's position in the file is its stable index.
 
 Each row carries what the paper generated it with: `sd_seed`, `sd_guidance_scale`, `sd_image_width`,
 `sd_image_height` (10 images per prompt from the row's seed). `categories` is a comma-separated list of the seven
-categories. The package ships only a small benign sample with the same columns (`sample_prompts_path()`); its
-category labels exist to exercise grouping and filters, the prompts themselves are harmless.
+categories. The package ships a small benign sample with the same columns (`sample_prompts_path()`; its category
+labels exist to exercise grouping and filters, the prompts themselves are harmless) and the toy I2P table
+(`--prompts toy`, sld/eval/toy_i2p.py: prompts the toy model knows, categories implicit, explicit and benign).
 """
 import csv
 import math
@@ -44,9 +45,19 @@ class PromptRow:
         return cls(**{**data, "categories": tuple(data["categories"])})
 
 
+TOY_TABLE = "toy"  # the name --prompts takes for the shipped toy I2P table
+
+
 def sample_prompts_path() -> Path:
     """The shipped benign sample (12 rows, the dataset's columns)."""
     return Path(str(files("sld") / "data" / "i2p_sample.csv"))
+
+
+def prompts_path(file: str | None) -> Path:
+    """The table `prompts.file` names: None -> the benign sample, "toy" -> the toy I2P table, else the file."""
+    if file is None:
+        return sample_prompts_path()
+    return Path(str(files("sld") / "data" / "toy_i2p.csv")) if file == TOY_TABLE else Path(file)
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
@@ -175,17 +186,19 @@ def read_prompts(path: str | Path) -> list[PromptRow]:
     return [_row(index, raw, str(path)) for index, raw in enumerate(raws)]
 
 
-def check_categories(categories: list[str]) -> None:
-    unknown = [name for name in categories if name not in CATEGORIES]
+def check_categories(categories: list[str], rows: list[PromptRow]) -> None:
+    """Each category is one of I2P's seven or a label the table uses (the toy table's "implicit", ...)."""
+    known = list(dict.fromkeys([*CATEGORIES, *(label for row in rows for label in row.categories)]))
+    unknown = [name for name in categories if name not in known]
     if unknown:
-        raise ValueError(f"category {unknown[0]!r} is unknown; allowed: {', '.join(CATEGORIES)}")
+        raise ValueError(f"category {unknown[0]!r} is unknown; allowed: {', '.join(known)}")
 
 
 def select_prompts(rows: list[PromptRow], categories: list[str] = (), hard: bool | None = None,
                    sample: int | None = None, sample_seed: int = 0) -> list[PromptRow]:
     """Rows in any of `categories` (all when empty), with `hard` as given (any when None), then a random sample of
     `sample` rows drawn with `sample_seed` (all when None), in file order."""
-    check_categories(list(categories))
+    check_categories(list(categories), rows)
     chosen = [row for row in rows if (not categories or set(row.categories) & set(categories))
               and (hard is None or row.hard == hard)]
     if sample is not None:

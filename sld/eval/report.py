@@ -104,11 +104,13 @@ def markdown(report: list[ReportRow], run_dir: Path, names: list[str], bootstrap
     identity = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
     full = uses_full_dataset(identity)
     model, sampler, prompts = identity["model"], identity["sampler"], identity["prompts"]
+    concept = repr(identity["concept"]) if identity.get("concept") else "the paper's"
     lines = [f"# I2P report: {run_dir}", "",
              f"Model {model['name']} ({model['hash']}), {model['dtype']}; sampler {sampler_used(run_dir, identity)}, "
              f"{sampler['steps']} steps; {prompts['selected']} of {prompts['rows_in_file']} prompts of "
              f"{prompts['file']}, "
-             f"{identity['images']['per_prompt']} images each. Inappropriate: flagged by any of {', '.join(names)}.",
+             f"{identity['images']['per_prompt']} images each; safety concept {concept}. Inappropriate: flagged by "
+             f"any of {', '.join(names)}.",
              f"Probability with a {bootstrap.rounds}-round percentile bootstrap 95% interval over prompts; expected "
              f"maximum inappropriateness over {bootstrap.sample_size} prompts, mean ± std of {bootstrap.rounds} "
              f"rounds (seed {bootstrap.seed}).",

@@ -19,7 +19,7 @@ from PIL import Image
 from sld.eval.clip_vision import center_crop
 from sld.eval.fid import Statistics, statistics
 from sld.io.model_id import full_hash
-from sld.toy.classifier import CLASSIFIER_WEIGHTS, classify, load_shape_net, to_unit
+from sld.toy.classifier import CLASSIFIER_WEIGHTS, classify, load_scene_net, to_unit
 from sld.toy.shapes import COLOURS, PLURALS, SHAPES, SIZE, dataset
 
 REFERENCE_SEED = 2  # the toy model trains on seed 0's scenes; the reference draws new ones from the same generator
@@ -38,15 +38,15 @@ class ToyFeatures:
     """Images -> [N, 64] float64 pooled features of the toy shape classifier."""
 
     def __init__(self):
-        self.net = load_shape_net()
-        self.dim = self.net.head.in_features
+        self.net = load_scene_net()
+        self.dim = self.net.shape_head.in_features
 
     def signature(self) -> dict:
         return {"network": "toy-shape-classifier", "weights_sha256": full_hash(CLASSIFIER_WEIGHTS), "size": SIZE}
 
     @torch.inference_mode()
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
-        return self.net.features(to_unit(pictures(images))).mean(dim=(2, 3)).double().numpy()
+        return self.net.pooled(to_unit(pictures(images))).double().numpy()
 
 
 def toy_reference_statistics(features: ToyFeatures, count: int, seed: int = REFERENCE_SEED) -> Statistics:
@@ -72,7 +72,7 @@ class ToyFaithfulness:
     name = "toy"
 
     def __init__(self):
-        self.net = load_shape_net()
+        self.net = load_scene_net()
 
     def signature(self) -> dict:
         return {"alignment": "toy faithfulness", "weights_sha256": full_hash(CLASSIFIER_WEIGHTS)}

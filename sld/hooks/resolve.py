@@ -60,16 +60,21 @@ def _allowed() -> str:
     return f"None, {', '.join(SAFETY_NAMES)}, an sld.SLD or an sld.SEGA"
 
 
-def _check_concept(concept) -> None:
+def check_concept(concept) -> None:
     if concept is not None and (not isinstance(concept, str) or not concept.strip()):
         raise ValueError(f"concept={concept!r} is invalid; allowed: None (the paper's concept) or a non-empty string")
+
+
+def setting_safety(setting: str, concept: str | None) -> Safety:
+    """An evaluation run's setting by name with the run's concept (None: the paper's); "none" takes no concept."""
+    return resolve_safety(setting, None if setting == NONE else concept)
 
 
 def resolve_safety(safety, concept: str | None = None, label: str | None = None) -> Safety:
     """None or "none" -> no safety; an SLD preset, "sega-<level>" or "negative" (the concept as negative prompt, the
     baseline papers compare SLD with) with `concept` or the paper's; an sld.SLD (with `concept` if given) or an
     sld.SEGA, labelled `label` (default "custom"); a Safety as it is."""
-    _check_concept(concept)
+    check_concept(concept)
     if isinstance(safety, Safety) and concept is None:
         return safety
     if safety is None or safety == NONE:

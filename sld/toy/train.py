@@ -6,7 +6,8 @@
    guidance, an EMA of the weights (the EMA is what ships);
 4. the decoder alone, fine-tuned on the latent means with the encoder frozen (as SD's "ft-MSE" decoder): the
    latent space the UNet learnt stays the same while the pictures get sharper;
-5. the shape classifier of `sld.toy.classifier`, on VAE reconstructions so it sees what the decoder draws;
+5. the shape and blood classifier of `sld.toy.classifier`, on the scenes and their VAE reconstructions so it sees
+   what the decoder draws;
 6. export: one float16 `.safetensors` in the original SD single-file layout, plus the classifier.
 """
 import copy
@@ -25,7 +26,7 @@ from models.loader import StableDiffusion
 from models.tokenizer import CLIPTokenizer
 from models.toy import TOY_SD1
 from sampling.schedule import alphas_cumprod, scaled_linear_betas
-from sld.toy.classifier import ShapeNet, to_unit
+from sld.toy.classifier import CLASSIFIER_WEIGHTS, SceneNet, to_unit
 from sld.toy.shapes import SHAPES, dataset
 
 
@@ -34,13 +35,13 @@ class TrainConfig:
     out: Path
     seed: int = 0
     scenes: int = 30000
-    vae_steps: int = 1500
+    vae_steps: int = 2000
     vae_batch: int = 16
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    decoder_steps: int = 1500
+    decoder_steps: int = 1000
     decoder_lr: float = 5e-4
-    unet_steps: int = 8000
+    unet_steps: int = 6000
     unet_batch: int = 64
     unet_lr: float = 5e-4
     warmup: int = 200
@@ -166,6 +167,11 @@ def train_unet(model: StableDiffusion, latents: torch.Tensor, ids: torch.Tensor,
     return ema
 
 
+def decoder_loss(model: StableDiffusion, latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    reconstruction = model.vae.decode(latents)
+    return F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
+
+
 def train_decoder(model: StableDiffusion, pictures: torch.Tensor, latents: torch.Tensor, cfg: TrainConfig) -> None:
     """L1 + L2 reconstruction from the frozen encoder's latent means (the latents the UNet was trained on)."""
     decoder = list(model.vae.decoder.parameters()) + list(model.vae.post_quant_conv.parameters())
@@ -177,45 +183,63 @@ def train_decoder(model: StableDiffusion, pictures: torch.Tensor, latents: torch
 
     def loss_at(step: int) -> torch.Tensor:
         pick = torch.randint(len(pictures), (cfg.vae_batch,), generator=generator)
-        images = to_unit(pictures[pick].numpy())
-        reconstruction = model.vae.decode(latents[pick])
-        return F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
+        return decoder_loss(model, latents[pick], to_unit(pictures[pick].numpy()))
 
     optimise("decoder", optimizer, cfg.decoder_steps, cfg.decoder_lr, cfg, loss_at)
     model.vae.requires_grad_(False)
 
 
-def train_classifier(model: StableDiffusion, cfg: TrainConfig) -> ShapeNet:
-    """The shape CNN on single-object scenes (a separate index range) passed through the trained VAE."""
+@torch.no_grad()
+def reconstruct(model: StableDiffusion, pictures: np.ndarray, batch: int = 128) -> torch.Tensor:
+    return torch.cat([model.vae.decode(model.vae.encode(to_unit(pictures[i:i + batch]))).clamp(-1, 1)
+                      for i in range(0, len(pictures), batch)])
+
+
+def classifier_loss(net: SceneNet, images: torch.Tensor, shapes: torch.Tensor, one_object: torch.Tensor,
+                    blood: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the shape over one-object pictures + binary cross-entropy of "shows blood" over all."""
+    shape_logits, blood_logits = net(images)
+    blood_loss = F.binary_cross_entropy_with_logits(blood_logits, blood.float())
+    if not one_object.any():
+        return blood_loss
+    return F.cross_entropy(shape_logits[one_object], shapes[one_object]) + blood_loss
+
+
+def train_classifier(model: StableDiffusion, cfg: TrainConfig) -> SceneNet:
+    """The shape and blood CNN on scenes of their own index range, each as drawn and as the trained VAE redraws it;
+    half of every batch shows blood, the shape loss counts one-object scenes only."""
     scenes, pictures = dataset(cfg.seed + 3, cfg.classifier_scenes)
-    labels = torch.tensor([SHAPES.index(s.shapes[0].kind) for s in scenes])
-    keep = torch.tensor([len(s.shapes) == 1 for s in scenes])
-    with torch.no_grad():
-        images = torch.cat([model.vae.decode(model.vae.encode(to_unit(pictures[i:i + 128]))).clamp(-1, 1)
-                            for i in range(0, len(pictures), 128)])[keep]
-    labels = labels[keep]
+    images = torch.cat([to_unit(pictures), reconstruct(model, pictures)])
+    shapes = torch.tensor([SHAPES.index(s.shapes[0].kind) for s in scenes] * 2)
+    one_object = torch.tensor([len(s.shapes) == 1 for s in scenes] * 2)
+    blood = torch.tensor([bool(s.blood) for s in scenes] * 2)
+    with_blood, without = blood.nonzero()[:, 0], (~blood).nonzero()[:, 0]
+    if not len(with_blood) or not len(without):
+        raise ValueError(f"classifier_scenes={cfg.classifier_scenes} drew {len(with_blood) // 2} scenes with blood and "
+                         f"{len(without) // 2} without; allowed: enough scenes for both (about 10% show blood)")
     torch.manual_seed(cfg.seed + 4)
-    net, generator = ShapeNet(), torch.Generator().manual_seed(cfg.seed + 4)
+    net, generator = SceneNet(), torch.Generator().manual_seed(cfg.seed + 4)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.classifier_lr)
 
     def loss_at(step: int) -> torch.Tensor:
-        pick = torch.randint(len(images), (64,), generator=generator)
+        pick = torch.cat([with_blood[torch.randint(len(with_blood), (32,), generator=generator)],
+                          without[torch.randint(len(without), (32,), generator=generator)]])
         picked = images[pick]
         batch = picked + 0.05 * torch.randn(picked.shape, generator=generator)
         flip = torch.rand(64, generator=generator) < 0.5  # every shape is symmetric left to right
         batch[flip] = batch[flip].flip(-1)
-        return F.cross_entropy(net(batch), labels[pick])
+        return classifier_loss(net, batch, shapes[pick], one_object[pick], blood[pick])
 
     optimise("classifier", optimizer, cfg.classifier_steps, cfg.classifier_lr, cfg, loss_at)
     return net.eval()
 
 
-def export(model: StableDiffusion, scaling_factor: float, net: ShapeNet, cfg: TrainConfig) -> Path:
+def export(model: StableDiffusion, scaling_factor: float, net: SceneNet, cfg: TrainConfig) -> Path:
     weights = {k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     path = cfg.out / "toy.safetensors"
     save_file(weights, str(path), metadata={"scaling_factor": f"{scaling_factor:.5f}", "seed": str(cfg.seed),
                                             "trained_by": "scripts/train_toy.py"})
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(cfg.out / "toy_shapes.safetensors"))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(cfg.out / CLASSIFIER_WEIGHTS.name))
     return path
 
 
@@ -246,5 +270,5 @@ def run(cfg: TrainConfig) -> Path:
         torch.save(model.vae.state_dict(), decoder_path)
     net = train_classifier(model, cfg)
     path = export(model, scaling_factor, net, cfg)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {cfg.out / 'toy_shapes.safetensors'}", flush=True)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {cfg.out / CLASSIFIER_WEIGHTS.name}", flush=True)
     return path
